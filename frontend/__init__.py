@@ -1,0 +1,1 @@
+"""ONNX import into the `onnx` dialect and export back to ONNX."""

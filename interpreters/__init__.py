@@ -1,0 +1,1 @@
+"""Interpreters that define dialect semantics (the quant reference interpreter)."""

@@ -1,0 +1,1 @@
+"""Conversions between dialects (onnx -> quant -> npu)."""

@@ -1,0 +1,1 @@
+"""Module passes, one per file; registered in `ember.universe`."""

@@ -1,0 +1,1 @@
+"""Host runtime: pre ONNX -> NPU -> post ONNX."""

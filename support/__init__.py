@@ -1,0 +1,1 @@
+"""Shared support code: diagnostics, atomic file output."""

@@ -1,0 +1,1 @@
+"""The Ember NPU: arch presets, ISA, binary container, simulator."""

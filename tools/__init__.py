@@ -1,0 +1,1 @@
+"""Command-line tools: ember-opt, ember-sim, ember-objdump, ember-as."""

@@ -1,0 +1,43 @@
+"""Ember's dialects and passes, registered for `ember-opt` and, through the
+`xdsl.universe` entry point, for stock `xdsl-opt`.
+
+Each entry imports its module lazily, so a tool pays only for what it runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from xdsl.ir import Dialect
+from xdsl.passes import ModulePass
+from xdsl.universe import Universe
+
+
+def _onnx_dialect() -> Dialect:
+    from ember.dialects.onnx import ONNX
+
+    return ONNX
+
+
+def _constant_fold() -> type[ModulePass]:
+    from ember.passes.onnx_constant_fold import OnnxConstantFoldPass
+
+    return OnnxConstantFoldPass
+
+
+def _shape_inference() -> type[ModulePass]:
+    from ember.passes.onnx_shape_inference import OnnxShapeInferencePass
+
+    return OnnxShapeInferencePass
+
+
+DIALECTS: dict[str, Callable[[], Dialect]] = {
+    "onnx": _onnx_dialect,
+}
+
+PASSES: dict[str, Callable[[], type[ModulePass]]] = {
+    "onnx-constant-fold": _constant_fold,
+    "onnx-shape-inference": _shape_inference,
+}
+
+EMBER_UNIVERSE = Universe(all_dialects=DIALECTS, all_passes=PASSES)
