@@ -19,6 +19,12 @@ def _onnx_dialect() -> Dialect:
     return ONNX
 
 
+def _quant_dialect() -> Dialect:
+    from ember.dialects.quant import Quant
+
+    return Quant
+
+
 def _constant_fold() -> type[ModulePass]:
     from ember.passes.onnx_constant_fold import OnnxConstantFoldPass
 
@@ -33,6 +39,7 @@ def _shape_inference() -> type[ModulePass]:
 
 DIALECTS: dict[str, Callable[[], Dialect]] = {
     "onnx": _onnx_dialect,
+    "quant": _quant_dialect,
 }
 
 PASSES: dict[str, Callable[[], type[ModulePass]]] = {
