@@ -270,6 +270,11 @@ def _check_act(op: IRDLOperation, act_min: IntegerAttr, act_max: IntegerAttr, ou
         raise VerifyException(f"{op.name}: need {out.storage_min} <= act_min <= act_max <= {out.storage_max}")
 
 
+ADD_LEFT_SHIFT = 20
+"""`quant.add` scales each centred input by 2^20 before rescaling it (TFLite's scheme; the
+NPU's ELTW add uses the same constant): 255 * 2^20 < 2^28 leaves room for the sum."""
+
+
 def window_output_size(size: int, kernel: int, stride: int, dilation: int, pad_begin: int, pad_end: int) -> int:
     """Output length of a convolution/pooling window along one axis (floor mode)."""
     return (size + pad_begin + pad_end - dilation * (kernel - 1) - 1) // stride + 1
@@ -530,14 +535,13 @@ class _BinaryOp(IRDLOperation):
 
 @irdl_op_definition
 class AddOp(_BinaryOp):
-    """`lhs + rhs`, TFLite-style: each input shifted left by `left_shift` and rescaled to a
-    common intermediate scale (`input_multipliers`, `input_shifts`), summed, then
-    requantized to the result (`multiplier`, `shift`)."""
+    """`lhs + rhs`, TFLite-style: each centred input shifted left by `ADD_LEFT_SHIFT` and
+    rescaled to a common intermediate scale (`input_multipliers`, `input_shifts`), summed,
+    then requantized to the result (`multiplier`, `shift`)."""
 
     name = "quant.add"
     input_multipliers = prop_def(DenseArrayBase[I32])
     input_shifts = prop_def(DenseArrayBase[I32])
-    left_shift = prop_def(IntegerAttr[I32])
     multiplier = prop_def(IntegerAttr[I32])
     shift = prop_def(IntegerAttr[I32])
 
@@ -549,7 +553,6 @@ class AddOp(_BinaryOp):
         *,
         input_multipliers: Sequence[int] | np.ndarray,
         input_shifts: Sequence[int] | np.ndarray,
-        left_shift: int,
         multiplier: int,
         shift: int,
         act_min: int = -128,
@@ -558,7 +561,6 @@ class AddOp(_BinaryOp):
         props = {
             "input_multipliers": int_array(input_multipliers),
             "input_shifts": int_array(input_shifts),
-            "left_shift": _i32(left_shift),
             "multiplier": _i32(multiplier),
             "shift": _i32(shift),
             "act_min": _i32(act_min),
@@ -575,8 +577,6 @@ class AddOp(_BinaryOp):
             np.append(multipliers, self.multiplier.value.data),
             np.append(shifts, self.shift.value.data),
         )
-        if not 0 <= self.left_shift.value.data <= 22:
-            raise VerifyException("quant.add: left_shift must be in [0, 22] so the sum fits 32 bits")
 
 
 @irdl_op_definition
@@ -729,15 +729,15 @@ class MaxPoolOp(_PoolOp):
 
 @irdl_op_definition
 class AvgPoolOp(_PoolOp):
-    """Average pooling: the window sum of `x - zp_in` requantized with the multiplier for
-    its element count: `multiplier[count - 1]`, `shift[count - 1]` (real multiplier
-    `s_in / (s_out * count)`). `count` is kh*kw with `count_include_pad`, else the number
-    of window elements inside the input."""
+    """Average pooling, as the NPU's POOL: the window sum `s` of `x - zp_in` is divided by
+    its element count `n` rounding half up, `floor((2 s + n) / (2 n))`, then requantized
+    with `multiplier`, `shift` (real multiplier `s_in / s_out`). `n` is kh*kw with
+    `count_include_pad`, else the number of window elements inside the input."""
 
     name = "quant.avg_pool"
     count_include_pad = prop_def(IntegerAttr[IntegerType])
-    multiplier = prop_def(DenseArrayBase[I32])
-    shift = prop_def(DenseArrayBase[I32])
+    multiplier = prop_def(IntegerAttr[I32])
+    shift = prop_def(IntegerAttr[I32])
 
     def __init__(
         self,
@@ -745,8 +745,8 @@ class AvgPoolOp(_PoolOp):
         result_type: TensorType,
         *,
         kernel: Sequence[int],
-        multiplier: Sequence[int] | np.ndarray,
-        shift: Sequence[int] | np.ndarray,
+        multiplier: int,
+        shift: int,
         strides: Sequence[int] = (1, 1),
         pads: Sequence[int] = (0, 0, 0, 0),
         count_include_pad: bool = False,
@@ -756,25 +756,22 @@ class AvgPoolOp(_PoolOp):
             "strides": int_array(strides, i64),
             "pads": int_array(pads, i64),
             "count_include_pad": IntegerAttr(int(count_include_pad), IntegerType(1)),
-            "multiplier": int_array(multiplier),
-            "shift": int_array(shift),
+            "multiplier": _i32(multiplier),
+            "shift": _i32(shift),
         }
         super().__init__(operands=[input], properties=props, result_types=[result_type])
 
     def verify_(self) -> None:
         self._verify_window(np.ones(2, dtype=np.int64))
-        window = int(np.prod(array_values(self.kernel)))
-        _check_requant(
-            self,
-            _check_len(self, "multiplier", self.multiplier, window),
-            _check_len(self, "shift", self.shift, window),
-        )
+        _check_requant(self, np.array([self.multiplier.value.data]), np.array([self.shift.value.data]))
 
 
 @irdl_op_definition
 class GlobalAvgPoolOp(IRDLOperation):
-    """Mean over H and W of NCHW: the sum of `x - zp_in` over H*W requantized with
-    `multiplier`, `shift` (real multiplier `s_in / (s_out * H * W)`); result N x C x 1 x 1."""
+    """Mean over H and W of NCHW with a single rounding: the sum of `x - zp_in` over H*W
+    requantized with `multiplier`, `shift` (real multiplier `s_in / (s_out * H * W)`);
+    result N x C x 1 x 1. (The NPU runs it as a depthwise CONV with unit weights + POST,
+    not as POOL, whose rounded division would round twice.)"""
 
     name = "quant.global_avg_pool"
     input = operand_def(QuantTensor)
@@ -804,13 +801,17 @@ NEAREST_MODES = ("round_prefer_floor", "round_prefer_ceil", "floor", "ceil")
 @irdl_op_definition
 class ResizeOp(IRDLOperation):
     """Resize of H and W of NCHW to the result's size, with ONNX Resize's coordinate
-    transformation (scale = output size / input size). Same type in and out."""
+    transformation (scale = output size / input size) on Q16 fixed-point coordinates,
+    then requantized with `multiplier`, `shift` (real multiplier `s_in / s_out`, times
+    2^-20 for bilinear, whose interpolation weights are Q10 per axis)."""
 
     name = "quant.resize"
     input = operand_def(QuantTensor)
     mode = prop_def(StringAttr)
     coordinate_transformation_mode = prop_def(StringAttr)
     nearest_mode = prop_def(StringAttr)
+    multiplier = prop_def(IntegerAttr[I32])
+    shift = prop_def(IntegerAttr[I32])
     output = result_def(QuantTensor)
     traits = traits_def(Pure())
     irdl_options = (ParsePropInAttrDict(),)
@@ -822,10 +823,14 @@ class ResizeOp(IRDLOperation):
         result_type: TensorType,
         *,
         mode: str,
+        multiplier: int,
+        shift: int,
         coordinate_transformation_mode: str = "half_pixel",
         nearest_mode: str = "round_prefer_floor",
     ):
         props = {
+            "multiplier": _i32(multiplier),
+            "shift": _i32(shift),
             "mode": StringAttr(mode),
             "coordinate_transformation_mode": StringAttr(coordinate_transformation_mode),
             "nearest_mode": StringAttr(nearest_mode),
@@ -844,7 +849,7 @@ class ResizeOp(IRDLOperation):
         out_shape = self.output.type.get_shape()
         if len(in_shape) != 4 or len(out_shape) != 4 or in_shape[:2] != out_shape[:2]:
             raise VerifyException("quant.resize: resizes H and W of a 4-D NCHW tensor only")
-        _check_same_quant(self, self.input, self.output)
+        _check_requant(self, np.array([self.multiplier.value.data]), np.array([self.shift.value.data]))
 
 
 @irdl_op_definition
