@@ -1,0 +1,321 @@
+"""The Ember NPU simulator: runs a `.ebin` instruction by instruction, bit-exactly.
+
+Loading a binary checks everything that can be checked before running: structure and
+bounds of each instruction (`program.validate`), the token discipline and memory ordering
+between engines, and the cycle schedule (`schedule.schedule`). Running then only moves
+tiles and calls the integer kernels of `kernels.py`, one numpy call per tile.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import IO, Any
+
+import numpy as np
+from numpy.lib.stride_tricks import as_strided
+
+from ember.support.diagnostics import EmberError
+from ember.target import kernels
+from ember.target.cost import dma_bytes, macs
+from ember.target.ebin import Ebin
+from ember.target.isa import (
+    BUFFER_DTYPES,
+    Buffer,
+    ChannelOrder,
+    EltwMode,
+    Instruction,
+    Opcode,
+    PixelFormat,
+    PoolMode,
+    ResizeMode,
+)
+from ember.target.program import DRAM, conv_output_shape, load_tile_shape, pool_output_shape, validate
+from ember.target.schedule import Schedule, schedule
+
+
+@dataclass(frozen=True)
+class Stats:
+    """Static figures of one inference (the schedule does not depend on the data)."""
+
+    instructions: dict[str, int]
+    total_cycles: int
+    engine_cycles: dict[str, int]
+    macs: int
+    mac_utilization: float
+    dram_read_bytes: int
+    dram_write_bytes: int
+    layer_cycles: dict[str, int]
+    clock_mhz: int
+
+    @property
+    def npu_ms(self) -> float:
+        """Estimated NPU latency of one inference in milliseconds."""
+        return self.total_cycles / (self.clock_mhz * 1000.0)
+
+
+class Simulator:
+    """A loaded, checked program ready to run any number of inferences."""
+
+    def __init__(self, ebin: Ebin, source: str = "model.ebin"):
+        self.ebin = ebin
+        self.source = source
+        self.arch = ebin.arch
+        self.program = ebin.program
+        self.dram_size = int(ebin.memmap["dram_size"])
+        self.footprints = validate(self.program, self.arch, self.dram_size, self.describe)
+        self.schedule: Schedule = schedule(self.program, self.footprints, self.arch, self.describe)
+        for kind in ("inputs", "outputs"):
+            for desc in ebin.iodesc.get(kind, []):
+                if int(desc["offset"]) + self._nbytes(desc) > self.dram_size:
+                    raise EmberError(f"{source}: IODESC {kind[:-1]} '{desc['name']}' lies outside DRAM; rebuild the binary")
+        self._dump_after = self._dump_points()
+
+    def describe(self, i: int) -> str:
+        """'instruction 12 (conv, node 'conv1')': how errors name an instruction."""
+        node = self.ebin.debug[i][1] if i < len(self.ebin.debug) else ""
+        where = f", node '{node}'" if node else ""
+        return f"{self.source}: instruction {i} ({self.program[i].format.mnemonic}{where})"
+
+    @staticmethod
+    def _nbytes(desc: Mapping[str, Any]) -> int:
+        return int(np.prod(desc["shape"], dtype=np.int64)) * np.dtype(desc["dtype"]).itemsize
+
+    def _dump_points(self) -> dict[int, list[dict[str, Any]]]:
+        """For each tensor region of MEMMAP: the last instruction of its producer node that
+        writes into it (or the last writer at all if no producer is named)."""
+        points: dict[int, list[dict[str, Any]]] = {}
+        rank = {i: k for k, i in enumerate(self.schedule.order)}
+        for region in self.ebin.memmap.get("regions", []):
+            if "shape" not in region:
+                continue
+            lo, hi = int(region["offset"]), int(region["offset"]) + int(region["size"])
+            writers = [
+                i
+                for i, found in enumerate(self.footprints)
+                if any(a.space == DRAM and a.write and a.start < hi and lo < a.stop for a in found)
+                and (not region.get("producer") or self.ebin.debug[i][1] == region["producer"])
+            ]
+            if writers:
+                points.setdefault(max(writers, key=rank.__getitem__), []).append(region)
+        return points
+
+    def stats(self) -> Stats:
+        """Instruction counts, cycles, MAC utilization, DRAM traffic and per-layer cycles."""
+        sched = self.schedule
+        counts = Counter(insn.format.mnemonic.upper() for insn in self.program)
+        engine_cycles = {
+            name: int(sched.cost[sched.engines == e].sum()) for e, name in enumerate(("load", "compute", "store"))
+        }
+        total_macs = sum(macs(insn) for insn in self.program)
+        array = self.arch.mac_rows * self.arch.mac_cols
+        layers: Counter[str] = Counter()
+        for i, (_, node) in enumerate(self.ebin.debug):
+            layers[node or "(none)"] += int(sched.cost[i])
+        read = sum(dma_bytes(insn) for insn in self.program if insn.opcode == Opcode.LOAD)
+        written = sum(dma_bytes(insn) for insn in self.program if insn.opcode == Opcode.STORE)
+        total = sched.total_cycles
+        return Stats(
+            instructions=dict(sorted(counts.items())),
+            total_cycles=total,
+            engine_cycles=engine_cycles,
+            macs=total_macs,
+            mac_utilization=total_macs / (total * array) if total else 0.0,
+            dram_read_bytes=read,
+            dram_write_bytes=written,
+            layer_cycles=dict(layers),
+            clock_mhz=self.arch.clock_mhz,
+        )
+
+    def run(
+        self,
+        inputs: Mapping[str, np.ndarray],
+        trace: IO[str] | None = None,
+        dump: Callable[[str, np.ndarray], None] | None = None,
+    ) -> dict[str, np.ndarray]:
+        """One inference. `inputs` maps IODESC input names to arrays of exactly the
+        described shape and dtype. `trace` receives one line per instruction in execution
+        order; `dump(name, array)` receives each MEMMAP tensor once its producer is done."""
+        machine = _Machine(self, inputs)
+        sched = self.schedule
+        for i in sched.order:
+            insn = self.program[i]
+            try:
+                machine.execute(insn)
+            except ValueError as err:
+                raise EmberError(f"{self.describe(i)}: {err}") from None
+            if trace is not None:
+                node = self.ebin.debug[i][1]
+                trace.write(
+                    f"{i:6d} {('load', 'compute', 'store')[sched.engines[i]]:<7} {insn.format.mnemonic:<7}"
+                    f" start={sched.start[i]} end={sched.end[i]} node={node}\n"
+                )
+            if dump is not None:
+                for region in self._dump_after.get(i, []):
+                    dump(region["name"], machine.read_dram(region))
+        return {desc["name"]: machine.read_dram(desc) for desc in self.ebin.iodesc.get("outputs", [])}
+
+
+class _Machine:
+    """DRAM and on-chip buffers of one inference, and the instruction semantics on them."""
+
+    def __init__(self, sim: Simulator, inputs: Mapping[str, np.ndarray]):
+        ebin = sim.ebin
+        self.dram = np.zeros(sim.dram_size, dtype=np.uint8)
+        offset = int(ebin.memmap.get("const_offset", 0))
+        self.dram[offset : offset + len(ebin.const)] = np.frombuffer(ebin.const, dtype=np.uint8)
+        self.buffers = {
+            buf: np.zeros(sim.arch.buffer_bytes(buf) // dtype.itemsize, dtype=dtype) for buf, dtype in BUFFER_DTYPES.items()
+        }
+        described = {desc["name"]: desc for desc in ebin.iodesc.get("inputs", [])}
+        unknown = sorted(set(inputs) - set(described))
+        if unknown:
+            raise EmberError(
+                f"input '{unknown[0]}': the model has no such input; its inputs are {', '.join(sorted(described))}"
+            )
+        for name, desc in described.items():
+            if name not in inputs:
+                raise EmberError(f"input '{name}': missing; pass --input {name}=file.npy")
+            value = np.asarray(inputs[name])
+            shape = [int(d) for d in desc["shape"]]
+            if list(value.shape) != shape or value.dtype != np.dtype(desc["dtype"]):
+                raise EmberError(
+                    f"input '{name}': expected shape {shape} {desc['dtype']}, got {list(value.shape)} {value.dtype};"
+                    " quantize and lay out the input as IODESC describes"
+                )
+            start = int(desc["offset"])
+            raw = np.ascontiguousarray(value).view(np.uint8).ravel()
+            self.dram[start : start + raw.size] = raw
+
+    def read_dram(self, desc: Mapping[str, Any]) -> np.ndarray:
+        dtype = np.dtype(desc["dtype"])
+        start = int(desc["offset"])
+        count = int(np.prod(desc["shape"], dtype=np.int64))
+        return self.dram[start : start + count * dtype.itemsize].view(dtype).reshape(desc["shape"]).copy()
+
+    def tile(self, buf: Buffer, addr: int, shape: tuple[int, ...]) -> np.ndarray:
+        """A writable view of a dense tile of an on-chip buffer."""
+        n = int(np.prod(shape))
+        return self.buffers[buf][addr : addr + n].reshape(shape)
+
+    def execute(self, insn: Instruction) -> None:
+        handler = _HANDLERS.get(insn.opcode)
+        if handler is not None:
+            handler(self, insn)
+
+    def _dram_box(self, insn: Instruction, writeable: bool) -> np.ndarray:
+        esize = BUFFER_DTYPES[Buffer(insn.buf)].itemsize
+        return as_strided(
+            self.dram[insn.dram :],
+            (insn.size0, insn.size1, insn.size2, esize),
+            (insn.stride0, insn.stride1, insn.stride2, 1),
+            writeable=writeable,
+        )
+
+    def load(self, insn: Instruction) -> None:
+        buf = Buffer(insn.buf)
+        data = np.ascontiguousarray(self._dram_box(insn, False)).view(BUFFER_DTYPES[buf])[..., 0]
+        dest = self.tile(buf, insn.sram, load_tile_shape(insn))
+        if insn.pad_top or insn.pad_bottom or insn.pad_left or insn.pad_right:
+            dest[...] = insn.pad_value
+        dest[insn.pad_top : insn.pad_top + insn.size0, insn.pad_left : insn.pad_left + insn.size1] = data
+
+    def store(self, insn: Instruction) -> None:
+        buf = Buffer(insn.buf)
+        src = self.tile(buf, insn.sram, (insn.size0, insn.size1, insn.size2))
+        self._dram_box(insn, True)[...] = src[..., None].view(np.uint8)
+
+    def conv(self, insn: Instruction) -> None:
+        x = self.tile(Buffer.INP, insn.inp, (insn.ih, insn.iw, insn.ic))
+        w = self.tile(Buffer.WGT, insn.wgt, (insn.oc, insn.kh, insn.kw, insn.ic // insn.groups))
+        result = kernels.conv(x, w, insn.in_zp, (insn.sh, insn.sw), (insn.dh, insn.dw), insn.groups)
+        out = self.tile(Buffer.ACC, insn.acc, conv_output_shape(insn))
+        if insn.accumulate:
+            out += result  # int32 arithmetic wraps, as the accumulator does
+        else:
+            out[...] = result
+
+    def post(self, insn: Instruction) -> None:
+        n, c = insn.count, insn.channels
+        params = self.tile(Buffer.PAR, insn.par, (3, c))
+        bias, multiplier, shift = params
+        if (multiplier < 0).any() or (shift < 1).any() or (shift > 62).any():
+            raise ValueError("par holds a negative multiplier or a shift outside [1, 62]")
+        lut = self.tile(Buffer.LUT, insn.lut, (256,)) if insn.use_lut else None
+        acc = self.tile(Buffer.ACC, insn.acc, (n, c))
+        y = kernels.post(acc, bias, multiplier, shift, insn.zp_out, insn.act_min, insn.act_max, lut)
+        self.tile(Buffer.INP, insn.out, (n, c))[...] = y
+
+    def eltw(self, insn: Instruction) -> None:
+        n, c = insn.count, insn.channels
+        a = self.tile(Buffer.INP, insn.a, (n, c))
+        b = self.tile(Buffer.INP, insn.b, (1, c) if insn.broadcast_b else (n, c))
+        clamp = (insn.act_min, insn.act_max)
+        rescale_out = (insn.mult_out, insn.shift_out)
+        if insn.mode == EltwMode.ADD:
+            y = kernels.eltw_add(
+                a, b, insn.zp_a, insn.zp_b, (insn.mult_a, insn.shift_a), (insn.mult_b, insn.shift_b),
+                rescale_out, insn.zp_out, *clamp,
+            )  # fmt: skip
+        else:
+            y = kernels.eltw_mul(a, b, insn.zp_a, insn.zp_b, rescale_out, insn.zp_out, *clamp)
+        self.tile(Buffer.INP, insn.out, (n, c))[...] = y
+
+    def pool(self, insn: Instruction) -> None:
+        x = self.tile(Buffer.INP, insn.inp, (insn.ih, insn.iw, insn.channels))
+        y = kernels.pool(
+            x,
+            insn.mode == PoolMode.AVG,
+            (insn.kh, insn.kw),
+            (insn.sh, insn.sw),
+            (insn.pad_top, insn.pad_bottom, insn.pad_left, insn.pad_right),
+            insn.zp_in,
+            (insn.multiplier, insn.shift),
+            insn.zp_out,
+            insn.act_min,
+            insn.act_max,
+        )
+        self.tile(Buffer.INP, insn.out, pool_output_shape(insn))[...] = y
+
+    def resize(self, insn: Instruction) -> None:
+        x = self.tile(Buffer.INP, insn.inp, (insn.ih, insn.iw, insn.channels))
+        y = kernels.resize(
+            x,
+            insn.mode == ResizeMode.BILINEAR,
+            (insn.oh, insn.ow),
+            (insn.step_y, insn.step_x),
+            (insn.offset_y, insn.offset_x),
+            insn.zp_in,
+            (insn.multiplier, insn.shift),
+            insn.zp_out,
+            insn.act_min,
+            insn.act_max,
+        )
+        self.tile(Buffer.INP, insn.out, (insn.oh, insn.ow, insn.channels))[...] = y
+
+    def preproc(self, insn: Instruction) -> None:
+        h, w = insn.height, insn.width
+        fmt = PixelFormat(insn.pixel_format)
+        raw = self.buffers[Buffer.INP].view(np.uint8)
+        if fmt == PixelFormat.NV12:
+            pixels = raw[insn.inp : insn.inp + h * w].reshape(h, w)
+            uv = raw[insn.uv : insn.uv + h * w // 2].reshape(h // 2, w // 2, 2)
+        else:
+            pixels = raw[insn.inp : insn.inp + h * w * 3].reshape(h, w, 3)
+            uv = None
+        tables = self.tile(Buffer.LUT, insn.lut, (3, 256))
+        y = kernels.preproc(pixels, uv, fmt, ChannelOrder(insn.order), tables)
+        self.tile(Buffer.INP, insn.out, (h, w, 3))[...] = y
+
+
+_HANDLERS: dict[Opcode, Callable[[_Machine, Instruction], None]] = {
+    Opcode.LOAD: _Machine.load,
+    Opcode.STORE: _Machine.store,
+    Opcode.CONV: _Machine.conv,
+    Opcode.POST: _Machine.post,
+    Opcode.ELTW: _Machine.eltw,
+    Opcode.POOL: _Machine.pool,
+    Opcode.RESIZE: _Machine.resize,
+    Opcode.PREPROC: _Machine.preproc,
+}
