@@ -58,7 +58,7 @@ def dense_from_numpy(array: np.ndarray, element_type: Attribute | None = None) -
     """A dense attribute holding `array`'s bytes (little-endian, C order)."""
     array = np.asarray(array)
     elem = element_type if element_type is not None else element_type_of(array.dtype)
-    data = np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<")).tobytes()
+    data = array.astype(array.dtype.newbyteorder("<"), order="C", copy=False).tobytes()
     return DenseIntOrFPElementsAttr(TensorType(elem, array.shape), BytesAttr(data))
 
 

@@ -98,7 +98,7 @@ def tensor_to_onnx(value: Attribute, name: str) -> TensorProto:
         tensor.name = name
         return tensor
     assert isinstance(value, DenseIntOrFPElementsAttr)
-    return numpy_helper.from_array(np.ascontiguousarray(numpy_from_dense(value)), name)
+    return numpy_helper.from_array(np.array(numpy_from_dense(value), order="C"), name)
 
 
 def attribute_from_onnx(attr: AttributeProto, base_dir: str = "") -> Attribute:
