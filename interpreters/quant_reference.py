@@ -14,7 +14,9 @@ Convolution and fully-connected accumulate in float64, which is exact here: ever
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping, Sequence
+from fractions import Fraction
 from typing import Any
 
 import numpy as np
@@ -339,22 +341,31 @@ def resize_coordinates(
 ) -> tuple[int, int]:
     """The Q16 integers `(step, offset)` of the source coordinate `src(o) = o * step +
     offset` along one axis: ONNX Resize's transformation (scale = out_size / in_size) in
-    float64, each rounded half up to Q16; for nearest, plus the bias of `nearest_mode`.
-    These are the RESIZE instruction's `step`/`offset` fields."""
-    ratio = in_size / out_size
+    exact rational arithmetic, then rounded to Q16. These are the RESIZE instruction's
+    `step`/`offset` fields.
+
+    Bilinear rounds half up. Nearest rounds towards the side its rounding is continuous
+    from (up for floor and round_prefer_ceil, down for ceil and round_prefer_floor) and
+    adds the mode's bias to the offset: the index `src >> 16` then equals ONNX's exactly
+    whenever the accumulated Q16 error stays below the distance to a rounding boundary,
+    which holds for every size when `in/out * 2^16` is an integer (2x, 4x, 1/2 ...) and for
+    outputs up to 181 pixels otherwise."""
+    ratio = Fraction(in_size, out_size)
     if coordinate_transformation_mode == "asymmetric":
-        step, offset = ratio, 0.0
+        step, offset = ratio, Fraction(0)
     elif coordinate_transformation_mode == "align_corners":
-        step, offset = ((in_size - 1) / (out_size - 1) if out_size > 1 else 0.0), 0.0
+        step, offset = (Fraction(in_size - 1, out_size - 1) if out_size > 1 else Fraction(0)), Fraction(0)
     elif coordinate_transformation_mode == "pytorch_half_pixel" and out_size == 1:
-        step, offset = 0.0, 0.0
+        step, offset = Fraction(0), Fraction(0)
     elif coordinate_transformation_mode in ("half_pixel", "pytorch_half_pixel"):
-        step, offset = ratio, 0.5 * ratio - 0.5
+        step, offset = ratio, ratio / 2 - Fraction(1, 2)
     else:
         raise ValueError(f"unknown coordinate transformation mode {coordinate_transformation_mode!r}")
     one = 1 << RESIZE_FRAC_BITS
-    bias = _NEAREST_BIAS[nearest_mode] if mode == "nearest" else 0
-    return int(np.floor(step * one + 0.5)), int(np.floor(offset * one + 0.5)) + bias
+    if mode == "nearest":
+        to_q16 = math.ceil if nearest_mode in ("floor", "round_prefer_ceil") else math.floor
+        return to_q16(step * one), to_q16(offset * one) + _NEAREST_BIAS[nearest_mode]
+    return math.floor(step * one + Fraction(1, 2)), math.floor(offset * one + Fraction(1, 2))
 
 
 def resize(
