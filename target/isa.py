@@ -75,6 +75,7 @@ class EltwMode(enum.IntEnum):
 class PoolMode(enum.IntEnum):
     MAX = 0
     AVG = 1
+    SUM = 2
 
 
 class ResizeMode(enum.IntEnum):
@@ -281,11 +282,12 @@ FORMATS: dict[Opcode, Format] = {
         Format(
             Opcode.POOL,
             Engine.COMPUTE,
-            "max or average pooling of an int8 tile, with excluded padding borders",
+            "max, average or sum pooling of an int8 tile, with excluded padding borders",
             (
                 Field("inp", "<u4", "input tile [ih, iw, channels] in `inp`"),
-                Field("out", "<u4", "int8 result [oh, ow, channels] in `inp`"),
-                Field("multiplier", "<i4", "output rescale multiplier"),
+                Field("out", "<u4", "result [oh, ow, channels]: int8 in `inp`, or int32 in `acc` for sum"),
+                Field("lut", "<u4", "256-entry int8 table in `lut` (max/avg, used when use_lut = 1)"),
+                Field("multiplier", "<i4", "max/avg: output rescale multiplier"),
                 Field("ih", "<u2", "input tile height"),
                 Field("iw", "<u2", "input tile width"),
                 Field("channels", "<u2", "channels"),
@@ -297,11 +299,13 @@ FORMATS: dict[Opcode, Format] = {
                 Field("pad_bottom", "u1", "rows at the bottom of the tile that are padding"),
                 Field("pad_left", "u1", "columns at the left of the tile that are padding"),
                 Field("pad_right", "u1", "columns at the right of the tile that are padding"),
-                Field("shift", "u1", "output rescale shift"),
+                Field("shift", "u1", "max/avg: output rescale shift"),
                 Field("zp_in", "i1", "input zero point"),
-                Field("zp_out", "i1", "output zero point"),
+                Field("zp_out", "i1", "max/avg: output zero point"),
                 *_CLAMP,
-                Field("mode", "u1", "max or avg", PoolMode),
+                Field("mode", "u1", "max, avg or sum", PoolMode),
+                Field("use_lut", "u1", "max/avg: 1 maps the clamped result through the table"),
+                Field("accumulate", "u1", "sum: 1 adds to the accumulator, 0 overwrites it"),
             ),
         ),
         Format(

@@ -137,6 +137,45 @@ def _valid_taps(size: int, kernel: int, stride: int, pad_lo: int, pad_hi: int, o
     return np.maximum(0, np.minimum(start + kernel, size - pad_hi) - np.maximum(start, pad_lo))
 
 
+def _blank_padding(x: np.ndarray, pads: tuple[int, int, int, int], value: int) -> np.ndarray:
+    top, bottom, left, right = pads
+    ih, iw, _ = x.shape
+    x[:top] = value
+    x[ih - bottom :] = value
+    x[:, :left] = value
+    x[:, iw - right :] = value
+    return x
+
+
+def _window_counts(x: np.ndarray, kernel: tuple[int, int], stride: tuple[int, int], pads: tuple[int, int, int, int]):
+    """The number of counted taps of each window, [oh, ow, 1]. Raises ValueError if a
+    window covers padding only."""
+    ih, iw, _ = x.shape
+    oh = conv_output_size(ih, kernel[0], stride[0], 1)
+    ow = conv_output_size(iw, kernel[1], stride[1], 1)
+    rows = _valid_taps(ih, kernel[0], stride[0], pads[0], pads[1], oh)
+    cols = _valid_taps(iw, kernel[1], stride[1], pads[2], pads[3], ow)
+    if not (rows.all() and cols.all()):
+        raise ValueError("a pooling window covers padding only")
+    return (rows[:, None] * cols[None, :])[:, :, None].astype(np.int64)
+
+
+def pool_sum(
+    x: np.ndarray, kernel: tuple[int, int], stride: tuple[int, int], pads: tuple[int, int, int, int], zp_in: int
+) -> np.ndarray:
+    """Window sums of x - zp_in over the counted taps (padding contributes 0): int64
+    [oh, ow, c], through a summed-area table so large windows cost no more than small."""
+    _window_counts(x, kernel, stride, pads)
+    ih, iw, c = x.shape
+    (kh, kw), (sh, sw) = kernel, stride
+    centred = _blank_padding(x.astype(np.int64) - zp_in, pads, 0)
+    integral = np.zeros((ih + 1, iw + 1, c), dtype=np.int64)
+    np.cumsum(np.cumsum(centred, axis=0), axis=1, out=integral[1:, 1:])
+    y0 = np.arange(conv_output_size(ih, kh, sh, 1))[:, None] * sh
+    x0 = np.arange(conv_output_size(iw, kw, sw, 1))[None, :] * sw
+    return integral[y0 + kh, x0 + kw] - integral[y0, x0 + kw] - integral[y0 + kh, x0] + integral[y0, x0]
+
+
 def pool(
     x: np.ndarray,
     avg: bool,
@@ -148,49 +187,23 @@ def pool(
     zp_out: int,
     act_min: int,
     act_max: int,
+    lut: np.ndarray | None = None,
 ) -> np.ndarray:
     """Max or average pooling of int8 [ih, iw, c] over the taps that are not padding.
 
     max: v = max(x) - zp_in.  avg: s = sum(x - zp_in), n = number of counted taps,
-    v = floor((2 s + n) / (2 n)) (division rounding half up). Then y = requantize(v).
-    Raises ValueError if some window has no counted tap."""
-    ih, iw, c = x.shape
-    kh, kw = kernel
-    sh, sw = stride
-    top, bottom, left, right = pads
-    oh = conv_output_size(ih, kh, sh, 1)
-    ow = conv_output_size(iw, kw, sw, 1)
-    rows = _valid_taps(ih, kh, sh, top, bottom, oh)
-    cols = _valid_taps(iw, kw, sw, left, right, ow)
-    if not (rows.all() and cols.all()):
-        raise ValueError("a pooling window covers padding only")
+    v = floor((2 s + n) / (2 n)) (division rounding half up). Then y = requantize(v),
+    and `y = lut[y + 128]` if a table is given. Raises ValueError if some window has no
+    counted tap."""
     if avg:
-        centred = x.astype(np.int64) - zp_in
-        centred[:top] = 0
-        centred[ih - bottom :] = 0
-        centred[:, :left] = 0
-        centred[:, iw - right :] = 0
-        integral = np.zeros((ih + 1, iw + 1, c), dtype=np.int64)
-        np.cumsum(np.cumsum(centred, axis=0), axis=1, out=integral[1:, 1:])
-        y0 = np.arange(oh) * sh
-        x0 = np.arange(ow) * sw
-        y1, x1 = y0 + kh, x0 + kw
-        total = (
-            integral[y1[:, None], x1[None, :]]
-            - integral[y0[:, None], x1[None, :]]
-            - integral[y1[:, None], x0[None, :]]
-            + integral[y0[:, None], x0[None, :]]
-        )
-        count = (rows[:, None] * cols[None, :])[:, :, None].astype(np.int64)
-        value = (2 * total + count) // (2 * count)
+        count = _window_counts(x, kernel, stride, pads)
+        value = (2 * pool_sum(x, kernel, stride, pads, zp_in) + count) // (2 * count)
     else:
-        masked = x.astype(np.int16)
-        masked[:top] = np.iinfo(np.int16).min
-        masked[ih - bottom :] = np.iinfo(np.int16).min
-        masked[:, :left] = np.iinfo(np.int16).min
-        masked[:, iw - right :] = np.iinfo(np.int16).min
-        value = _windows(masked, kh, kw, sh, sw, 1, 1).max(axis=(2, 3)).astype(np.int64) - zp_in
-    return requantize(value, *rescale, zp_out, act_min, act_max).astype(np.int8)
+        _window_counts(x, kernel, stride, pads)
+        masked = _blank_padding(x.astype(np.int16), pads, np.iinfo(np.int16).min)
+        value = _windows(masked, *kernel, *stride, 1, 1).max(axis=(2, 3)).astype(np.int64) - zp_in
+    y = requantize(value, *rescale, zp_out, act_min, act_max)
+    return lut[y + 128] if lut is not None else y.astype(np.int8)
 
 
 def _source_coords(out: int, step: int, offset: int) -> np.ndarray:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from ember.support.diagnostics import EmberError
 from ember.target.arch import Arch
-from ember.target.isa import BUFFER_DTYPES, Buffer, Engine, Instruction, Opcode, PixelFormat, Token
+from ember.target.isa import BUFFER_DTYPES, Buffer, Engine, Instruction, Opcode, PixelFormat, PoolMode, Token
 from ember.target.kernels import conv_output_size
 
 DRAM = 0
@@ -107,7 +107,7 @@ def _check_structure(insn: Instruction) -> str | None:
             return "an NV12 frame needs even height and width"
     if op in (Opcode.POST, Opcode.ELTW, Opcode.POOL, Opcode.RESIZE) and insn.act_min > insn.act_max:
         return "act_min is greater than act_max"
-    if op in (Opcode.ELTW, Opcode.POOL, Opcode.RESIZE):
+    if op in (Opcode.ELTW, Opcode.POOL, Opcode.RESIZE) and not (op == Opcode.POOL and insn.mode == PoolMode.SUM):
         shifts = [insn.shift_out] if op == Opcode.ELTW else [insn.shift]
         if op == Opcode.ELTW and insn.mode == 0:
             shifts += [insn.shift_a, insn.shift_b]
@@ -156,10 +156,16 @@ def accesses(insn: Instruction) -> list[Access]:
         ]
     if op == Opcode.POOL:
         oh, ow, c = pool_output_shape(insn)
-        return [
-            Access(Buffer.INP, insn.inp, insn.inp + insn.ih * insn.iw * c, False),
-            Access(Buffer.INP, insn.out, insn.out + oh * ow * c, True),
-        ]
+        found = [Access(Buffer.INP, insn.inp, insn.inp + insn.ih * insn.iw * c, False)]
+        if insn.mode == PoolMode.SUM:
+            found.append(Access(Buffer.ACC, insn.out, insn.out + oh * ow * c, True))
+            if insn.accumulate:
+                found.append(Access(Buffer.ACC, insn.out, insn.out + oh * ow * c, False))
+        else:
+            found.append(Access(Buffer.INP, insn.out, insn.out + oh * ow * c, True))
+            if insn.use_lut:
+                found.append(Access(Buffer.LUT, insn.lut, insn.lut + 256, False))
+        return found
     if op == Opcode.RESIZE:
         c = insn.channels
         return [

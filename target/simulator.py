@@ -264,17 +264,25 @@ class _Machine:
 
     def pool(self, insn: Instruction) -> None:
         x = self.tile(Buffer.INP, insn.inp, (insn.ih, insn.iw, insn.channels))
+        window = ((insn.kh, insn.kw), (insn.sh, insn.sw), (insn.pad_top, insn.pad_bottom, insn.pad_left, insn.pad_right))
+        if insn.mode == PoolMode.SUM:
+            out = self.tile(Buffer.ACC, insn.out, pool_output_shape(insn))
+            total = kernels.pool_sum(x, *window, insn.zp_in).astype(np.int32)
+            if insn.accumulate:
+                out += total
+            else:
+                out[...] = total
+            return
         y = kernels.pool(
             x,
             insn.mode == PoolMode.AVG,
-            (insn.kh, insn.kw),
-            (insn.sh, insn.sw),
-            (insn.pad_top, insn.pad_bottom, insn.pad_left, insn.pad_right),
+            *window,
             insn.zp_in,
             (insn.multiplier, insn.shift),
             insn.zp_out,
             insn.act_min,
             insn.act_max,
+            self.tile(Buffer.LUT, insn.lut, (256,)) if insn.use_lut else None,
         )
         self.tile(Buffer.INP, insn.out, pool_output_shape(insn))[...] = y
 
