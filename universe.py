@@ -25,6 +25,12 @@ def _quant_dialect() -> Dialect:
     return Quant
 
 
+def _npu_dialect() -> Dialect:
+    from ember.dialects.npu import NPU
+
+    return NPU
+
+
 def _constant_fold() -> type[ModulePass]:
     from ember.passes.onnx_constant_fold import OnnxConstantFoldPass
 
@@ -40,6 +46,7 @@ def _shape_inference() -> type[ModulePass]:
 DIALECTS: dict[str, Callable[[], Dialect]] = {
     "onnx": _onnx_dialect,
     "quant": _quant_dialect,
+    "npu": _npu_dialect,
 }
 
 PASSES: dict[str, Callable[[], type[ModulePass]]] = {

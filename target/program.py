@@ -64,7 +64,7 @@ def pool_output_shape(insn: Instruction) -> tuple[int, int, int]:
     )
 
 
-def _check_structure(insn: Instruction) -> str | None:
+def check_structure(insn: Instruction) -> str | None:
     """Why the instruction is malformed, or None."""
     op = insn.opcode
     fmt = insn.format
@@ -206,7 +206,7 @@ def validate(
         sizes[int(buf)] = arch.buffer_bytes(buf) // BUFFER_DTYPES[buf].itemsize
     footprints = []
     for i, insn in enumerate(program):
-        problem = _check_structure(insn)
+        problem = check_structure(insn)
         if problem:
             raise EmberError(f"{describe(i)}: {problem}")
         found = accesses(insn)
