@@ -399,8 +399,8 @@ class _RequantizingOp(IRDLOperation):
         _check_requant(self, multiplier, shift)
         if (self.lut is None) != (self.lut_input_type is None):
             raise VerifyException(f"{self.name}: 'lut' and 'lut_input_type' go together")
-        if self.lut is not None:
-            _check_len(self, "lut", self.lut, 256)
+        if self.lut is not None and (self.lut.elt_type != i8 or array_values(self.lut).size != 256):
+            raise VerifyException(f"{self.name}: 'lut' must hold 256 i8 values")
         _check_act(self, self.act_min, self.act_max, self.lut_input_type or quant_type_of(self.output))
 
 

@@ -3,7 +3,6 @@
 exact where the definition moves values without arithmetic."""
 
 import numpy as np
-import onnx
 import onnxruntime as ort
 import pytest
 from numpy.lib.stride_tricks import sliding_window_view
