@@ -770,8 +770,8 @@ class AvgPoolOp(_PoolOp):
 class GlobalAvgPoolOp(IRDLOperation):
     """Mean over H and W of NCHW with a single rounding: the sum of `x - zp_in` over H*W
     requantized with `multiplier`, `shift` (real multiplier `s_in / (s_out * H * W)`);
-    result N x C x 1 x 1. (The NPU runs it as a depthwise CONV with unit weights + POST,
-    not as POOL, whose rounded division would round twice.)"""
+    result N x C x 1 x 1. (The NPU runs it as POOL sum + POST; POOL avg's rounded
+    division would round twice.)"""
 
     name = "quant.global_avg_pool"
     input = operand_def(QuantTensor)
