@@ -68,6 +68,7 @@ from xdsl.traits import ConstantLike, Pure
 from xdsl.utils.exceptions import VerifyException
 
 from ember.dialects.dense import numpy_from_dense
+from ember.target.isa import ELTW_ADD_LEFT_SHIFT
 
 # --------------------------------------------------------------------------- types
 
@@ -270,9 +271,9 @@ def _check_act(op: IRDLOperation, act_min: IntegerAttr, act_max: IntegerAttr, ou
         raise VerifyException(f"{op.name}: need {out.storage_min} <= act_min <= act_max <= {out.storage_max}")
 
 
-ADD_LEFT_SHIFT = 20
-"""`quant.add` scales each centred input by 2^20 before rescaling it (TFLite's scheme; the
-NPU's ELTW add uses the same constant): 255 * 2^20 < 2^28 leaves room for the sum."""
+ADD_LEFT_SHIFT = ELTW_ADD_LEFT_SHIFT
+"""`quant.add` scales each centred input by 2^20 before rescaling it (TFLite's scheme, the
+NPU's ELTW add): 255 * 2^20 < 2^28 leaves room for the sum."""
 
 
 def window_output_size(size: int, kernel: int, stride: int, dilation: int, pad_begin: int, pad_end: int) -> int:

@@ -29,14 +29,11 @@ from xdsl.ir import Operation
 from ember.dialects import quant
 from ember.dialects.quant import ADD_LEFT_SHIFT, array_values, quant_type_of, window_output_size
 from ember.support.diagnostics import EmberError
+from ember.target.isa import BILINEAR_WEIGHT_BITS, RESIZE_FRAC_BITS
 from ember.target.requant import requantize
 
 INT32_MIN = -(1 << 31)
 INT32_MAX = (1 << 31) - 1
-RESIZE_FRAC_BITS = 16
-"""Resize source coordinates are Q16 fixed point (as the NPU's RESIZE instruction)."""
-BILINEAR_WEIGHT_BITS = 10
-"""Bilinear weights are the top 10 fraction bits of the Q16 coordinate."""
 
 
 # ----------------------------------------------------------------------- float boundary
