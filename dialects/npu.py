@@ -18,7 +18,7 @@ import enum
 from collections.abc import Iterable, Sequence
 from typing import Annotated, ClassVar
 
-from xdsl.dialects.builtin import IntegerAttr, IntegerType, ModuleOp, Signedness, StringAttr, UnitAttr
+from xdsl.dialects.builtin import BytesAttr, IntegerAttr, IntegerType, ModuleOp, Signedness, StringAttr, UnitAttr
 from xdsl.dialects.utils import EnumAttribute
 from xdsl.ir import Attribute, Dialect, SpacedOpaqueSyntaxAttribute
 from xdsl.irdl import IRDLOperation, irdl_attr_definition, irdl_op_definition, opt_prop_def, prop_def
@@ -155,14 +155,20 @@ def module_from_program(program: Sequence[Instruction], debug: Sequence[tuple[st
     return ModuleOp([op_from_instruction(insn, node, origin) for insn, (origin, node) in zip(program, debug, strict=True)])
 
 
+def _text(attr: Attribute | None) -> str:
+    """A string attribute's text. xDSL parses literals with escaped non-ASCII bytes
+    as `BytesAttr`, which holds the UTF-8 bytes."""
+    if isinstance(attr, StringAttr):
+        return attr.data
+    if isinstance(attr, BytesAttr):
+        return attr.data.decode("utf-8", errors="replace")
+    return ""
+
+
 def program_from_ops(ops: Iterable[NpuInstructionOp]) -> tuple[list[Instruction], list[tuple[str, str]]]:
     """Instructions and DEBUG entries (IR op, ONNX node) of npu ops in program order."""
     program, debug = [], []
     for op in ops:
         program.append(op.instruction())
-        origin = op.attributes.get("origin")
-        node = op.attributes.get("node")
-        debug.append(
-            (origin.data if isinstance(origin, StringAttr) else "", node.data if isinstance(node, StringAttr) else "")
-        )
+        debug.append((_text(op.attributes.get("origin")), _text(op.attributes.get("node"))))
     return program, debug

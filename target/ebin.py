@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ember.support.atomic_output import write_bytes_atomic
 from ember.support.diagnostics import EmberError
 from ember.target.arch import Arch, load_arch
 from ember.target.isa import ISA_VERSION, Instruction, decode, encode
@@ -104,8 +105,6 @@ def to_bytes(ebin: Ebin) -> bytes:
 
 def write(ebin: Ebin, path: str | Path) -> None:
     """Write the binary atomically."""
-    from ember.support.atomic_output import write_bytes_atomic
-
     write_bytes_atomic(path, to_bytes(ebin))
 
 
@@ -152,6 +151,8 @@ def read_layout(data: bytes, source: str) -> Layout:
             raise EmberError(f"{source}: section {name} extends past the end of the file; the file is truncated")
         if zlib.crc32(data[offset : offset + length]) != section_crc:
             raise EmberError(f"{source}: section {name} corrupted (CRC mismatch); rebuild the binary")
+        if any(data[offset + length : _aligned(offset + length)]):
+            raise EmberError(f"{source}: nonzero padding after section {name}; the file is corrupted")
         sections.append((Section(kind), section_crc, offset, length))
     kinds = [s[0] for s in sections]
     if kinds != list(Section):
@@ -166,16 +167,17 @@ def _json(data: bytes, source: str, name: str) -> Any:
         raise EmberError(f"{source}: section {name} is not valid JSON ({err}); rebuild the binary") from None
 
 
-def parse(data: bytes, source: str, arch: Arch | None = None) -> Ebin:
+def parse(data: bytes, source: str, arch: Arch | None = None, embedded_arch: bool = False) -> Ebin:
     """Validate and decode a binary. `arch` is the arch the caller runs; by default the
-    installed preset of the name the binary records. Raises EmberError with a one-line
+    installed preset of the name the binary records, or with `embedded_arch` (for tools
+    that only read the binary) the arch stored in it. Raises EmberError with a one-line
     message for every kind of damage or mismatch."""
     layout = read_layout(data, source)
     raw = {kind: data[offset : offset + size] for kind, _, offset, size in layout.sections}
     built = Arch.from_dict(_json(raw[Section.ARCH], source, "ARCH"), f"{source}: ARCH")
     if built.arch_hash != layout.arch_hash:
         raise EmberError(f"{source}: the ARCH section does not match the header's arch hash; rebuild the binary")
-    target = arch if arch is not None else load_arch(built.name)
+    target = built if embedded_arch else arch if arch is not None else load_arch(built.name)
     if target.name != built.name:
         raise EmberError(f"{source}: built for arch '{built.name}', not '{target.name}'; recompile for '{target.name}'")
     if target.arch_hash != built.arch_hash:
@@ -204,10 +206,13 @@ def parse(data: bytes, source: str, arch: Arch | None = None) -> Ebin:
     )
 
 
-def load(path: str | Path, arch: Arch | None = None) -> Ebin:
-    """Read and validate a binary file."""
+def read_file(path: str | Path) -> bytes:
     try:
-        data = Path(path).read_bytes()
+        return Path(path).read_bytes()
     except OSError as err:
         raise EmberError(f"{path}: cannot read ({err.strerror})") from None
-    return parse(data, str(path), arch)
+
+
+def load(path: str | Path, arch: Arch | None = None, embedded_arch: bool = False) -> Ebin:
+    """Read and validate a binary file (see `parse`)."""
+    return parse(read_file(path), str(path), arch, embedded_arch)

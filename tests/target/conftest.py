@@ -122,3 +122,77 @@ def tile_program() -> type[TileProgram]:
 @pytest.fixture
 def helpers() -> dict[str, Any]:
     return {"dense_load": dense_load, "dense_store": dense_store}
+
+
+def two_layer_model() -> tuple[Ebin, np.ndarray, np.ndarray]:
+    """A two-layer model: 1x1 conv (3 -> 4 channels) + POST to DRAM tensor 't1', then a
+    2x2 max pool of t1 to output 'y'. Returns the binary, a sample input and the
+    expected output (computed with numpy)."""
+    rng = np.random.default_rng(7)
+    w = rng.integers(-128, 128, (4, 3), dtype=np.int8)
+    m = np.full(4, 1 << 30)
+    s = np.full(4, 36)  # multiplier 2^-6
+    par = np.concatenate([np.zeros(4), m, s]).astype("<i4")
+    x = rng.integers(-128, 128, (1, 4, 4, 3), dtype=np.int8)
+    acc = x.astype(np.int64) @ w.T.astype(np.int64)
+    t1 = np.clip((acc * (1 << 30) + (1 << 35)) >> 36, -128, 127)
+    y = t1.reshape(1, 2, 2, 2, 2, 4).max(axis=(2, 4)).astype(np.int8)
+
+    const = w.tobytes() + bytes(4) + par.tobytes()
+    x_at, t1_at, y_at = 64, 128, 192
+    T = Token
+    program = [
+        dense_load(Buffer.WGT, 0, 0, (1, 4, 3)),
+        dense_load(Buffer.PAR, 0, 16, (1, 1, 12)),
+        dense_load(Buffer.INP, 0, x_at, (4, 4, 3), T.PUSH_NEXT),
+        isa.make(Opcode.CONV, T.POP_PREV, inp=0, wgt=0, acc=0, ih=4, iw=4, ic=3, oc=4, groups=1,
+                 kh=1, kw=1, sh=1, sw=1, dh=1, dw=1),  # fmt: skip
+        isa.make(Opcode.POST, T.PUSH_NEXT, acc=0, par=0, out=100, count=16, channels=4, act_min=-128, act_max=127),
+        dense_store(Buffer.INP, 100, t1_at, (4, 4, 4), T.POP_PREV | T.PUSH_PREV),
+        isa.make(Opcode.SYNC, T.POP_NEXT | T.PUSH_PREV, engine=isa.Engine.COMPUTE),
+        dense_load(Buffer.INP, 200, t1_at, (4, 4, 4), T.POP_NEXT | T.PUSH_NEXT),
+        isa.make(Opcode.POOL, T.POP_PREV | T.PUSH_NEXT, inp=200, out=300, ih=4, iw=4, channels=4, kh=2, kw=2,
+                 sh=2, sw=2, multiplier=1 << 30, shift=30, act_min=-128, act_max=127),  # fmt: skip
+        dense_store(Buffer.INP, 300, y_at, (2, 2, 4), T.POP_PREV),
+        isa.make(Opcode.END),
+    ]
+    nodes = ["conv1"] * 6 + ["pool1"] * 4 + [""]
+    origins = ["quant.conv2d"] * 6 + ["quant.max_pool"] * 4 + [""]
+    model = Ebin(
+        arch=load_arch("ember16"),
+        program=program,
+        const=const,
+        memmap={
+            "dram_size": 256,
+            "const_offset": 0,
+            "regions": [
+                {"name": "const", "kind": "const", "offset": 0, "size": len(const)},
+                {"name": "images", "kind": "input", "offset": x_at, "size": 48, "shape": [1, 4, 4, 3], "dtype": "int8"},
+                {"name": "t1", "kind": "activation", "offset": t1_at, "size": 64, "shape": [1, 4, 4, 4],
+                 "dtype": "int8", "producer": "conv1"},  # fmt: skip
+                {"name": "y", "kind": "output", "offset": y_at, "size": 16, "shape": [1, 2, 2, 4], "dtype": "int8",
+                 "producer": "pool1"},  # fmt: skip
+            ],
+        },
+        iodesc={
+            "inputs": [{"name": "images", "offset": x_at, "shape": [1, 4, 4, 3], "dtype": "int8", "layout": "NHWC",
+                        "scale": 0.0186, "zero_point": 0, "pixel_format": "none", "normalization": None}],  # fmt: skip
+            "outputs": [{"name": "y", "offset": y_at, "shape": [1, 2, 2, 4], "dtype": "int8", "layout": "NHWC",
+                         "scale": 0.25, "zero_point": 0}],  # fmt: skip
+        },
+        debug=list(zip(origins, nodes, strict=True)),
+        meta={"compiler": "hand-written test", "options": {}},
+    )
+    return model, x, y
+
+
+@pytest.fixture
+def model_files(tmp_path):
+    """The two-layer model written to tmp_path: (ebin path, input .npy path, expected y)."""
+    from ember.target.ebin import write
+
+    model, x, y = two_layer_model()
+    path = tmp_path / "model.ebin"
+    write(model, path)
+    np.save(tmp_path / "x.npy", x)
+    return path, tmp_path / "x.npy", y
