@@ -43,6 +43,12 @@ def _shape_inference() -> type[ModulePass]:
     return OnnxShapeInferencePass
 
 
+def _fold_batchnorm() -> type[ModulePass]:
+    from ember.passes.fold_batchnorm import FoldBatchNormPass
+
+    return FoldBatchNormPass
+
+
 DIALECTS: dict[str, Callable[[], Dialect]] = {
     "onnx": _onnx_dialect,
     "quant": _quant_dialect,
@@ -52,6 +58,7 @@ DIALECTS: dict[str, Callable[[], Dialect]] = {
 PASSES: dict[str, Callable[[], type[ModulePass]]] = {
     "onnx-constant-fold": _constant_fold,
     "onnx-shape-inference": _shape_inference,
+    "fold-batchnorm": _fold_batchnorm,
 }
 
 EMBER_UNIVERSE = Universe(all_dialects=DIALECTS, all_passes=PASSES)

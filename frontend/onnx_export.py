@@ -21,23 +21,32 @@ from ember.support.diagnostics import EmberError
 _SEGMENTS = ("operandSegmentSizes", "resultSegmentSizes")
 
 
-def graph_function(module: ModuleOp) -> FuncOp:
-    """The module's graph function (the first `func.func`)."""
+PART = "onnx.part"
+"""Function attribute of a cropped module's graphs: "pre", "main" or "post"."""
+
+
+def graph_function(module: ModuleOp, part: str = "main") -> FuncOp:
+    """The module's graph function: the `func.func` whose `onnx.part` is `part` (a
+    function without that attribute is the main part of an uncropped module)."""
     for op in module.ops:
         if isinstance(op, FuncOp):
-            return op
+            attr = op.attributes.get(PART)
+            if (attr.data if isinstance(attr, StringAttr) else "main") == part:
+                return op
+    if part != "main":
+        raise EmberError(f"the module has no '{part}' part; crop it first (-p crop or -p autocrop)")
     raise EmberError("the module has no func.func graph; is it an onnx-dialect module?")
 
 
-def export_model(module: ModuleOp) -> ModelProto:
-    """Build the ONNX model of an `onnx`-dialect module."""
-    return _Exporter(module).build()
+def export_model(module: ModuleOp, part: str = "main") -> ModelProto:
+    """Build the ONNX model of an `onnx`-dialect module (of one part of a cropped one)."""
+    return _Exporter(module, part).build()
 
 
 class _Exporter:
-    def __init__(self, module: ModuleOp):
+    def __init__(self, module: ModuleOp, part: str = "main"):
         self.module = module
-        self.func = graph_function(module)
+        self.func = graph_function(module, part)
         self.names: dict[SSAValue, str] = {}
         self.assigned: set[str] = set()
         self.reserved: set[str] = set()
