@@ -1,4 +1,4 @@
-"""numpy <-> `DenseIntOrFPElementsAttr` without touching elements one by one.
+"""numpy <-> `DenseIntOrFPElementsAttr`, and printing, without touching elements one by one.
 
 Weights are built from numpy bytes and read back with `np.frombuffer`. The per-element
 APIs of xDSL (`get_values`, `iter_values`, `is_splat`, `from_list`) turn every element into
@@ -6,6 +6,10 @@ a Python object and are far too slow for weights; nothing in Ember calls them on
 """
 
 from __future__ import annotations
+
+import contextlib
+import contextvars
+from collections.abc import Iterator
 
 import numpy as np
 from xdsl.dialects.builtin import (
@@ -19,6 +23,7 @@ from xdsl.dialects.builtin import (
     TensorType,
 )
 from xdsl.ir import Attribute
+from xdsl.printer import Printer
 
 _NUMPY_TO_XDSL: dict[np.dtype, Attribute] = {
     np.dtype(np.float16): Float16Type(),
@@ -70,3 +75,39 @@ def numpy_from_dense(attr: DenseIntOrFPElementsAttr) -> np.ndarray:
     if flat.size == 1 and int(np.prod(shape)) != 1:
         flat = np.broadcast_to(flat, (int(np.prod(shape)),))  # a splat
     return flat.reshape(shape)
+
+
+_elide_weights: contextvars.ContextVar[bool] = contextvars.ContextVar("elide_weights", default=False)
+
+
+@contextlib.contextmanager
+def elided_weights() -> Iterator[None]:
+    """Within this context, initializers print as `dense_resource<__elided__>`: IR for
+    people to read, which cannot be parsed back into a runnable model."""
+    token = _elide_weights.set(True)
+    try:
+        yield
+    finally:
+        _elide_weights.reset(token)
+
+
+def print_dense_fast(printer: Printer, value: Attribute, literals: bool = False) -> None:
+    """Print a dense attribute from its bytes, never element by element: as hex, or with
+    `literals` in xDSL's own form (a splat as one value, up to 100 elements as a list)."""
+    if not isinstance(value, DenseIntOrFPElementsAttr):
+        printer.print_attribute(value)
+        return
+    if _elide_weights.get():
+        printer.print_string("dense_resource<__elided__> : ")
+        printer.print_attribute(value.type)
+        return
+    data = value.data.data
+    count = int(np.prod(value.get_shape()))
+    width = len(data) // count if count else 0
+    if literals and (count <= 100 or data == data[:width] * count):
+        if count > 100:  # a large splat: xDSL would unpack every element to find out
+            value = DenseIntOrFPElementsAttr(value.type, BytesAttr(data[:width]))
+        printer.print_attribute(value)
+        return
+    printer.print_string(f'dense<"0x{data.hex().upper()}"> : ')
+    printer.print_attribute(value.type)

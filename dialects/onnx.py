@@ -24,9 +24,7 @@ Custom syntax (operands positional, `none` for an absent optional operand):
 from __future__ import annotations
 
 import base64
-import contextlib
-import contextvars
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import ClassVar
 
 import numpy as np
@@ -63,6 +61,8 @@ from xdsl.irdl import (
     var_result_def,
 )
 from xdsl.parser import AttrParser, Parser
+
+from ember.dialects.dense import print_dense_fast
 from xdsl.printer import Printer
 from xdsl.traits import HasCanonicalizationPatternsTrait, Pure
 from xdsl.utils.exceptions import VerifyException
@@ -125,32 +125,6 @@ class OpaqueType(Data[bytes], TypeAttribute):
 
 
 # --------------------------------------------------------------------------- printing helpers
-
-_elide_weights: contextvars.ContextVar[bool] = contextvars.ContextVar("elide_weights", default=False)
-
-
-@contextlib.contextmanager
-def elided_weights() -> Iterator[None]:
-    """Within this context, initializers print as `dense_resource<__elided__>`: IR for
-    people to read, which cannot be parsed back into a runnable model."""
-    token = _elide_weights.set(True)
-    try:
-        yield
-    finally:
-        _elide_weights.reset(token)
-
-
-def print_dense_fast(printer: Printer, value: Attribute) -> None:
-    """Print a dense attribute from its bytes (hex), never element by element."""
-    if isinstance(value, DenseIntOrFPElementsAttr):
-        if _elide_weights.get():
-            printer.print_string("dense_resource<__elided__> : ")
-        else:
-            printer.print_string(f'dense<"0x{value.data.data.hex().upper()}"> : ')
-        printer.print_attribute(value.type)
-    else:
-        printer.print_attribute(value)
-
 
 def _print_attr_entries(printer: Printer, entries: dict[str, Attribute]) -> None:
     if not entries:

@@ -62,12 +62,12 @@ from xdsl.irdl import (
     traits_def,
     var_operand_def,
 )
-from xdsl.parser import AttrParser
+from xdsl.parser import AttrParser, Parser
 from xdsl.printer import Printer
 from xdsl.traits import ConstantLike, Pure
 from xdsl.utils.exceptions import VerifyException
 
-from ember.dialects.dense import numpy_from_dense
+from ember.dialects.dense import numpy_from_dense, print_dense_fast
 from ember.target.isa import ELTW_ADD_LEFT_SHIFT
 
 # --------------------------------------------------------------------------- types
@@ -320,10 +320,28 @@ class ConstantOp(IRDLOperation):
     value = prop_def(DenseIntOrFPElementsAttr)
     output = result_def(QuantTensor)
     traits = traits_def(Pure(), ConstantLike())
-    assembly_format = "$value attr-dict `:` type($output)"
 
     def __init__(self, value: DenseIntOrFPElementsAttr, result_type: TensorType):
         super().__init__(properties={"value": value}, result_types=[result_type])
+
+    def print(self, printer: Printer) -> None:
+        # Weights print from their bytes (hex), never element by element.
+        printer.print_string(" ")
+        print_dense_fast(printer, self.value, literals=True)
+        printer.print_op_attributes(self.attributes)
+        printer.print_string(" : ")
+        printer.print_attribute(self.output.type)
+
+    @classmethod
+    def parse(cls, parser: Parser) -> ConstantOp:
+        value = parser.parse_attribute()
+        if not isinstance(value, DenseIntOrFPElementsAttr):
+            parser.raise_error("quant.constant: expected a dense attribute")
+        attributes = parser.parse_optional_attr_dict()
+        parser.parse_punctuation(":")
+        op = cls(value, parser.parse_type())
+        op.attributes.update(attributes)
+        return op
 
     def verify_(self) -> None:
         qtype = quant_type_of(self.output)

@@ -20,7 +20,7 @@ from xdsl.dialects.builtin import ModuleOp
 from xdsl.utils.exceptions import DiagnosticException, ParseError, PassFailedException, VerifyException
 from xdsl.xdsl_opt_main import xDSLOptMain
 
-from ember.dialects.onnx import elided_weights
+from ember.dialects.dense import elided_weights
 from ember.support.atomic_output import atomic_output, write_bytes_atomic
 from ember.support.diagnostics import EmberError, run_tool
 
