@@ -316,3 +316,18 @@ def test_preproc_nv12_formula(tile_program):
             cy, d, e = int(y_plane[r, c]) - 16, int(uv[r // 2, c // 2, 0]) - 128, int(uv[r // 2, c // 2, 1]) - 128
             rgb = [(298 * cy + 409 * e + 128) >> 8, (298 * cy - 100 * d - 208 * e + 128) >> 8, (298 * cy + 516 * d + 128) >> 8]
             assert out[r, c].tolist() == [min(255, max(0, v)) for v in rgb]
+
+
+def test_bad_parameters_stop_with_the_instruction(tile_program):
+    from ember.support.diagnostics import EmberError
+
+    with pytest.raises(EmberError) as err:
+        run_post(tile_program, np.zeros((1, 1)), np.zeros(1), np.array([1 << 30]), np.array([0]), 0)
+    assert str(err.value) == (
+        "test.ebin: instruction 2 (post, node 'node2'): par holds a negative multiplier or a shift outside [1, 62]"
+    )
+    x = np.zeros((2, 2, 1), dtype=np.int8)
+    with pytest.raises(EmberError, match=r"^test.ebin: instruction 1 \(pool, node 'node1'\): a pooling window covers"
+                                         r" padding only$"):  # fmt: skip
+        run_pool(tile_program, x, (1, 1, 1), kh=1, kw=1, sh=1, sw=1, pad_top=1, pad_bottom=1, mode=PoolMode.AVG,
+                 multiplier=IDENTITY[0], shift=IDENTITY[1], act_min=-128, act_max=127)  # fmt: skip
