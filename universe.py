@@ -49,6 +49,12 @@ def _fold_batchnorm() -> type[ModulePass]:
     return FoldBatchNormPass
 
 
+def _extract_normalization() -> type[ModulePass]:
+    from ember.passes.extract_normalization import ExtractNormalizationPass
+
+    return ExtractNormalizationPass
+
+
 DIALECTS: dict[str, Callable[[], Dialect]] = {
     "onnx": _onnx_dialect,
     "quant": _quant_dialect,
@@ -59,6 +65,7 @@ PASSES: dict[str, Callable[[], type[ModulePass]]] = {
     "onnx-constant-fold": _constant_fold,
     "onnx-shape-inference": _shape_inference,
     "fold-batchnorm": _fold_batchnorm,
+    "extract-normalization": _extract_normalization,
 }
 
 EMBER_UNIVERSE = Universe(all_dialects=DIALECTS, all_passes=PASSES)

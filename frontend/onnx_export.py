@@ -7,6 +7,8 @@ identically. Values a pass created without a name get a fresh unique one.
 
 from __future__ import annotations
 
+import json
+
 import onnx
 from onnx import ModelProto, NodeProto
 from xdsl.dialects.builtin import ArrayAttr, DictionaryAttr, IntegerAttr, ModuleOp, StringAttr
@@ -21,6 +23,8 @@ from ember.support.diagnostics import EmberError
 _SEGMENTS = ("operandSegmentSizes", "resultSegmentSizes")
 
 
+NORMALIZATION = "onnx.normalization"
+"""Argument attribute of a graph input: its extracted normalization (`extract-normalization`)."""
 PART = "onnx.part"
 """Function attribute of a cropped module's graphs: "pre", "main" or "post"."""
 
@@ -149,13 +153,27 @@ class _Exporter:
                 setattr(model, field, value.data)
         if isinstance(version := attrs.get("onnx.model_version"), IntegerAttr):
             model.model_version = version.value.data
-        if isinstance(props := attrs.get("onnx.metadata_props"), DictionaryAttr):
-            onnx.helper.set_model_props(model, {k: v.data for k, v in props.data.items() if isinstance(v, StringAttr)})
+        props = attrs.get("onnx.metadata_props")
+        metadata = {k: v.data for k, v in props.data.items() if isinstance(v, StringAttr)} if isinstance(props, DictionaryAttr) else {}
+        metadata.update(_normalization_metadata(self.func))
+        if metadata:
+            onnx.helper.set_model_props(model, metadata)
         if isinstance(functions := attrs.get("onnx.functions"), ArrayAttr):
             for function in functions.data:
                 if isinstance(function, OnnxProtoAttr):
                     model.functions.add().ParseFromString(function.data)
         return model
+
+
+def _normalization_metadata(func: FuncOp) -> dict[str, str]:
+    """`ember.normalization.<input>` -> JSON of each input's `onnx.normalization` record."""
+    metadata = {}
+    for arg, entry in zip(func.body.block.args, func.arg_attrs.data if func.arg_attrs is not None else ()):
+        record = entry.data.get(NORMALIZATION) if isinstance(entry, DictionaryAttr) else None
+        if isinstance(record, DictionaryAttr):
+            fields = {k: [f.value.data for f in v.data] if isinstance(v, ArrayAttr) else v.value.data for k, v in record.data.items()}
+            metadata[f"ember.normalization.{value_name(arg)}"] = json.dumps(fields)
+    return metadata
 
 
 def _output_names(op: Operation, exporter: _Exporter) -> list[str]:
