@@ -1,0 +1,344 @@
+"""`calibrate`: run the float model on samples and record a range for every float tensor.
+
+    calibrate{data="images/" method=percentile percentile=99.99 mean=127.5 std=127.5 output="m_quant_info.json"}
+
+The module is exported to ONNX with every float tensor (graph inputs and the float
+results of every node) added as a graph output, and onnxruntime runs it over the samples
+(`ember.frontend.samples`: `.npy` folder, `.npz`, or images with `mean`/`std`).
+
+Range estimators (`method`), all on the observed distribution of each tensor:
+- `minmax`: the observed minimum and maximum;
+- `percentile`: the `100 - percentile` and `percentile` quantiles (two-sided);
+- `mse`: the range `a * [min, max]`, a in (0, 1], whose int8 quantization has the least
+  mean squared error over the observed histogram;
+- `entropy`: the same family, least KL divergence between the histogram and its
+  255-level quantization (TensorRT's criterion).
+Percentile, MSE and entropy use a second run over the samples that fills a histogram of
+`bins` bins over each tensor's observed [min, max].
+
+Where the ranges live: the module attribute `ember.calibration`, a dictionary with
+`method`, `data` (the sample source) and `ranges`, which maps ONNX tensor names to
+`array<f64: min, max>`. `quantize` reads it. With `output=...` the same ranges, with the
+observed extremes, are written as JSON (`*_quant_info.json`).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import onnx
+from xdsl.context import Context
+from xdsl.dialects.builtin import DenseArrayBase, DictionaryAttr, Float32Type, ModuleOp, StringAttr, TensorType, f64
+from xdsl.passes import ModulePass
+
+from ember.dialects.onnx import InitializerOp, OnnxOp, value_name
+from ember.frontend.onnx_export import export_model, graph_function
+from ember.frontend.samples import InputSpec, Normalization, SampleSet, load_samples
+from ember.support.atomic_output import atomic_output
+from ember.support.diagnostics import EmberError
+
+CALIBRATION_ATTR = "ember.calibration"
+METHODS = ("minmax", "percentile", "mse", "entropy")
+Range = tuple[float, float]
+
+
+# ------------------------------------------------------------------------- the model
+
+
+def input_specs(module: ModuleOp) -> list[InputSpec]:
+    """The graph inputs with their static shapes (an error for a dynamic one)."""
+    specs = []
+    for arg in graph_function(module).args:
+        name = value_name(arg)
+        shape = arg.type.get_shape() if isinstance(arg.type, TensorType) else ()
+        if not isinstance(arg.type, TensorType) or any(d < 0 for d in shape):
+            raise EmberError(f"input '{name}': calibration needs a static shape; give one with --input-shape {name}=...")
+        specs.append(InputSpec(name, tuple(shape)))
+    return specs
+
+
+def float_tensors(module: ModuleOp) -> list[str]:
+    """ONNX names of the float32 tensors the quantized model holds: graph inputs and
+    the results of every node (initializers are weights, not activations)."""
+    function = graph_function(module)
+    names = [value_name(a) for a in function.args if _is_f32(a.type)]
+    for op in function.body.block.ops:
+        if isinstance(op, OnnxOp) and not isinstance(op, InitializerOp):
+            names.extend(value_name(r) for r in op.results if _is_f32(r.type) and value_name(r))
+    return list(dict.fromkeys(names))
+
+
+def _is_f32(type_attr) -> bool:
+    return isinstance(type_attr, TensorType) and isinstance(type_attr.element_type, Float32Type)
+
+
+def observing_session(model: onnx.ModelProto, tensors: Iterable[str]):
+    """An onnxruntime session of `model` whose outputs are its own plus `tensors`."""
+    import onnxruntime as ort
+
+    model = onnx.ModelProto.FromString(model.SerializeToString())
+    present = {o.name for o in model.graph.output}
+    inputs = {i.name for i in model.graph.input}
+    model.graph.output.extend(
+        onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None)
+        for name in tensors
+        if name not in present and name not in inputs
+    )
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    try:
+        return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    except Exception as err:  # noqa: BLE001 - onnxruntime raises its own exception types
+        raise EmberError(f"onnxruntime cannot run the float model: {str(err).splitlines()[0]}") from None
+
+
+def run_observed(session, sample: Mapping[str, np.ndarray], tensors: Iterable[str]) -> dict[str, np.ndarray]:
+    """Run one sample; every observed tensor by name (graph inputs included)."""
+    names = [o.name for o in session.get_outputs()]
+    values = dict(zip(names, session.run(names, dict(sample))))
+    values.update(sample)
+    return {name: values[name] for name in tensors}
+
+
+def progress(description: str, total: int):
+    """A rich progress bar on a terminal; silent otherwise."""
+    from rich.progress import Progress
+
+    bar = Progress(transient=True, disable=not sys.stderr.isatty())
+    return bar, bar.add_task(description, total=total)
+
+
+# ---------------------------------------------------------------------- statistics
+
+
+@dataclass
+class TensorStats:
+    """The observed extremes and, after the second run, a histogram over them."""
+
+    low: float = np.inf
+    high: float = -np.inf
+    counts: np.ndarray | None = None
+
+    def observe_range(self, x: np.ndarray, where: str) -> None:
+        if not x.size:
+            return
+        lo, hi = float(x.min()), float(x.max())
+        if not (np.isfinite(lo) and np.isfinite(hi)):
+            raise EmberError(f"tensor '{where}': the float model produces NaN or Inf; check its weights and the samples")
+        self.low, self.high = min(self.low, lo), max(self.high, hi)
+
+    def observe_histogram(self, x: np.ndarray, bins: int) -> None:
+        if self.counts is None:
+            self.counts = np.zeros(bins, dtype=np.int64)
+        if self.high <= self.low:
+            return
+        index = ((x.ravel().astype(np.float64) - self.low) * (bins / (self.high - self.low))).astype(np.int64)
+        self.counts += np.bincount(np.clip(index, 0, bins - 1), minlength=bins)
+
+    def edges(self) -> np.ndarray:
+        assert self.counts is not None
+        return np.linspace(self.low, self.high, self.counts.size + 1)
+
+
+def percentile_range(stats: TensorStats, percentile: float) -> Range:
+    """The two-sided `percentile` quantiles of the histogram."""
+    counts, edges = stats.counts, stats.edges()
+    cdf = np.cumsum(counts) / max(counts.sum(), 1)
+    tail = (100.0 - percentile) / 100.0
+    lo = edges[np.searchsorted(cdf, tail, side="right")]
+    hi = edges[min(np.searchsorted(cdf, 1.0 - tail, side="left") + 1, counts.size)]
+    return float(lo), float(hi)
+
+
+def _candidates(count: int = 100) -> np.ndarray:
+    """Candidate clipping factors `a` for the ranges `a * [min, max]`."""
+    return np.linspace(1.0 / count, 1.0, count)
+
+
+def _int8_grid(lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    lo, hi = np.minimum(lo, 0.0), np.maximum(hi, 0.0)
+    scale = np.maximum((hi - lo) / 255.0, np.finfo(np.float32).tiny)
+    return scale, np.clip(np.rint(-128.0 - lo / scale), -128, 127)
+
+
+def mse_range(stats: TensorStats) -> Range:
+    """The range `a * [min, max]` with the least int8 quantization MSE."""
+    counts, edges = stats.counts.astype(np.float64), stats.edges()
+    centres = (edges[:-1] + edges[1:]) / 2
+    factors = _candidates()
+    scale, zp = _int8_grid(factors * stats.low, factors * stats.high)
+    q = np.clip(np.rint(centres[None] / scale[:, None]) + zp[:, None], -128, 127)
+    error = ((centres[None] - (q - zp[:, None]) * scale[:, None]) ** 2 * counts[None]).sum(axis=1)
+    best = factors[np.argmin(error)]
+    return best * stats.low, best * stats.high
+
+
+def entropy_range(stats: TensorStats) -> Range:
+    """The range `a * [min, max]` whose 255-level quantization loses the least information
+    (TensorRT's criterion): the KL divergence between the histogram clipped to the range
+    (outliers folded into the edge bins) and the 255-level quantization of the bins inside
+    it. Candidates span at least 255 bins."""
+    counts, edges = stats.counts.astype(np.float64), stats.edges()
+    best, best_kl = 1.0, np.inf
+    for factor in np.linspace(min(1.0, 256.0 / counts.size), 1.0, 64):
+        lo, hi = factor * stats.low, factor * stats.high
+        first = int(np.clip(np.searchsorted(edges, lo, side="right") - 1, 0, counts.size - 1))
+        last = int(np.clip(np.searchsorted(edges, hi, side="left"), first + 1, counts.size))
+        inside = counts[first:last]
+        p = inside.copy()
+        p[0] += counts[:first].sum()
+        p[-1] += counts[last:].sum()
+        groups = np.minimum((np.arange(inside.size) * 255) // inside.size, 254)
+        nonzero = inside > 0
+        group_mass = np.bincount(groups, weights=inside, minlength=255)
+        group_size = np.bincount(groups, weights=nonzero.astype(np.float64), minlength=255)
+        q = np.where(nonzero, group_mass[groups] / np.maximum(group_size[groups], 1), 0.0)
+        support = p > 0
+        pn, qn = p / p.sum(), q / max(q.sum(), 1e-30)
+        kl = float(np.sum(pn[support] * np.log(pn[support] / np.maximum(qn[support], 1e-12))))
+        if kl < best_kl:
+            best, best_kl = factor, kl
+    return best * stats.low, best * stats.high
+
+
+# ------------------------------------------------------------------------ the runs
+
+
+@dataclass
+class Calibration:
+    """The outcome of a calibration: chosen ranges and observed extremes per tensor."""
+
+    method: str
+    data: str
+    ranges: dict[str, Range]
+    observed: dict[str, Range] = field(default_factory=dict)
+    samples: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict:
+        return {
+            "method": self.method,
+            "data": self.data,
+            "samples": self.samples,
+            "tensors": {
+                name: {"min": lo, "max": hi, "observed_min": self.observed[name][0], "observed_max": self.observed[name][1]}
+                for name, (lo, hi) in self.ranges.items()
+            },
+        }
+
+
+def calibrate(
+    module: ModuleOp,
+    samples: SampleSet,
+    method: str = "minmax",
+    percentile: float = 99.99,
+    bins: int = 2048,
+) -> Calibration:
+    """Run the float model over `samples` and estimate a range per float tensor."""
+    if method not in METHODS:
+        raise EmberError(f"calibrate: unknown method '{method}' (one of {', '.join(METHODS)})")
+    if not 0.0 < percentile <= 100.0:
+        raise EmberError(f"calibrate: percentile {percentile} must be in (0, 100]")
+    if len(samples) == 0:
+        raise EmberError(f"{samples.source}: no samples to calibrate on")
+    tensors = float_tensors(module)
+    session = observing_session(export_model(module), tensors)
+    stats = {name: TensorStats() for name in tensors}
+    runs = 1 if method == "minmax" else 2
+    bar, task = progress(f"calibrating ({method})", runs * len(samples))
+    with bar:
+        for run in range(runs):
+            for sample in samples:
+                values = run_observed(session, sample, tensors)
+                for name, x in values.items():
+                    if run == 0:
+                        stats[name].observe_range(x, name)
+                    else:
+                        stats[name].observe_histogram(x, bins)
+                bar.advance(task)
+    observed = {name: (s.low, s.high) for name, s in stats.items()}
+    ranges = {name: _estimate(s, method, percentile) for name, s in stats.items()}
+    return Calibration(method, samples.source, ranges, observed, samples.names())
+
+
+def _estimate(stats: TensorStats, method: str, percentile: float) -> Range:
+    if method == "minmax" or stats.high <= stats.low:
+        return stats.low, stats.high
+    if method == "percentile":
+        return percentile_range(stats, percentile)
+    if method == "mse":
+        return mse_range(stats)
+    return entropy_range(stats)
+
+
+# -------------------------------------------------------------------- IR and JSON
+
+
+def record(module: ModuleOp, calibration: Calibration) -> None:
+    """Store the ranges on the module (`ember.calibration`)."""
+    module.attributes[CALIBRATION_ATTR] = DictionaryAttr(
+        {
+            "method": StringAttr(calibration.method),
+            "data": StringAttr(calibration.data),
+            "ranges": DictionaryAttr(
+                {name: DenseArrayBase.from_list(f64, [float(lo), float(hi)]) for name, (lo, hi) in calibration.ranges.items()}
+            ),
+        }
+    )
+
+
+def recorded_ranges(module: ModuleOp) -> dict[str, Range]:
+    """The ranges `calibrate` stored on the module (an error if it has none)."""
+    entry = module.attributes.get(CALIBRATION_ATTR)
+    if not isinstance(entry, DictionaryAttr) or not isinstance(ranges := entry.data.get("ranges"), DictionaryAttr):
+        raise EmberError("the module holds no calibration ranges; run 'calibrate{data=...}' first (or give quant_info=FILE.json)")
+    return {name: tuple(value.get_values()) for name, value in ranges.data.items() if isinstance(value, DenseArrayBase)}
+
+
+def load_quant_info(path: str | Path) -> dict[str, Range]:
+    """The ranges of a `*_quant_info.json` file."""
+    try:
+        tensors = json.loads(Path(path).read_text())["tensors"]
+        return {name: (float(entry["min"]), float(entry["max"])) for name, entry in tensors.items()}
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise EmberError(f"{path}: not a readable quant_info JSON file ({err})") from None
+
+
+def write_quant_info(path: str | Path, calibration: Calibration) -> None:
+    with atomic_output(path) as handle:
+        json.dump(calibration.to_json(), handle, indent=1)
+        handle.write("\n")
+
+
+@dataclass(frozen=True)
+class CalibratePass(ModulePass):
+    """Calibrate the float model on samples; record a range per float tensor on the module.
+
+    `data`: a folder of `.npy` files or images, or an `.npz` keyed by input name.
+    `method`: minmax | percentile | mse | entropy. `mean`/`std`: image normalization on the
+    0..255 scale (one value or one per channel). `limit`: use the first N samples only.
+    `output`: also write the ranges as JSON."""
+
+    name = "calibrate"
+
+    data: str
+    method: str = "minmax"
+    percentile: float = 99.99
+    bins: int = 2048
+    mean: tuple[float, ...] = (0.0,)
+    std: tuple[float, ...] = (1.0,)
+    limit: int = 0
+    output: str = ""
+
+    def apply(self, ctx: Context, op: ModuleOp) -> None:
+        mean = tuple(float(m) for m in self.mean)
+        std = tuple(float(s) for s in self.std)
+        samples = load_samples(self.data, input_specs(op), Normalization(mean, std), self.limit)
+        calibration = calibrate(op, samples, self.method, self.percentile, self.bins)
+        record(op, calibration)
+        if self.output:
+            write_quant_info(self.output, calibration)
