@@ -75,11 +75,29 @@ def import_model(model: ModelProto, input_shapes: Mapping[str, Sequence[int]] | 
     """Build the `onnx`-dialect module of `model`, with `input_shapes` fixing dynamic
     input dimensions; ONNX shape inference then gives every value its type."""
     opset = default_opset(model)
-    if opset and opset < MIN_OPSET:
-        raise EmberError(f"{source}: opset {opset} is not supported (Ember imports opset {MIN_OPSET} and newer); convert it with onnx.version_converter")
+    if opset and opset < MIN_OPSET and (changed := _changed_before_min_opset(model.graph, opset)):
+        raise EmberError(
+            f"{source}: opset {opset} is not supported ('{changed}' changed in a later opset; Ember imports opset {MIN_OPSET} and newer); "
+            "convert it with onnx.version_converter"
+        )
     model = _with_input_shapes(model, dict(input_shapes or {}), source)
     model = _infer_shapes(model)
     return _Importer(model, source).build()
+
+
+def _changed_before_min_opset(graph: GraphProto, opset: int) -> str | None:
+    """The first default-domain op type whose definition at `opset` is not the one in
+    force at MIN_OPSET, or None: a model of an older opset whose ops all kept their
+    definition (say, `Not` from opset 1) means the same at MIN_OPSET, so it imports."""
+    for node in graph.node:
+        if node.domain not in ("", "ai.onnx"):
+            continue
+        try:
+            if onnx.defs.get_schema(node.op_type, opset).since_version != onnx.defs.get_schema(node.op_type, MIN_OPSET).since_version:
+                return node.op_type
+        except onnx.defs.SchemaError:
+            return node.op_type
+    return None
 
 
 def _graph_inputs(graph: GraphProto) -> list[onnx.ValueInfoProto]:

@@ -123,7 +123,9 @@ def attribute_from_onnx(attr: AttributeProto, base_dir: str = "") -> Attribute:
         except UnicodeDecodeError:
             return OnnxProtoAttr(attr.SerializeToString())
     if kind == AttributeProto.TENSOR:
-        return tensor_from_onnx(attr.t, base_dir)
+        value = tensor_from_onnx(attr.t, base_dir)
+        # An opaque property holds a whole AttributeProto, not the TensorProto inside it.
+        return value if isinstance(value, DenseIntOrFPElementsAttr) else OnnxProtoAttr(attr.SerializeToString())
     return OnnxProtoAttr(attr.SerializeToString())
 
 
