@@ -55,6 +55,12 @@ def _extract_normalization() -> type[ModulePass]:
     return ExtractNormalizationPass
 
 
+def _crop() -> type[ModulePass]:
+    from ember.passes.crop import CropPass
+
+    return CropPass
+
+
 DIALECTS: dict[str, Callable[[], Dialect]] = {
     "onnx": _onnx_dialect,
     "quant": _quant_dialect,
@@ -66,6 +72,7 @@ PASSES: dict[str, Callable[[], type[ModulePass]]] = {
     "onnx-shape-inference": _shape_inference,
     "fold-batchnorm": _fold_batchnorm,
     "extract-normalization": _extract_normalization,
+    "crop": _crop,
 }
 
 EMBER_UNIVERSE = Universe(all_dialects=DIALECTS, all_passes=PASSES)

@@ -8,6 +8,8 @@ identically. Values a pass created without a name get a fresh unique one.
 from __future__ import annotations
 
 import json
+import os
+from pathlib import Path
 
 import onnx
 from onnx import ModelProto, NodeProto
@@ -18,6 +20,7 @@ from xdsl.ir import Operation, SSAValue
 from ember.dialects.onnx import NODE_NAME, OUTPUT_NAMES, CustomOp, InitializerOp, OnnxOp, OnnxProtoAttr, value_name
 from ember.frontend.onnx_import import CAPTURES
 from ember.frontend.types import attribute_to_onnx, tensor_to_onnx, type_to_onnx
+from ember.support.atomic_output import write_bytes_atomic
 from ember.support.diagnostics import EmberError
 
 _SEGMENTS = ("operandSegmentSizes", "resultSegmentSizes")
@@ -45,6 +48,21 @@ def graph_function(module: ModuleOp, part: str = "main") -> FuncOp:
 def export_model(module: ModuleOp, part: str = "main") -> ModelProto:
     """Build the ONNX model of an `onnx`-dialect module (of one part of a cropped one)."""
     return _Exporter(module, part).build()
+
+
+def write_host_parts(module: ModuleOp, path: str | os.PathLike[str]) -> None:
+    """For a cropped module whose main graph goes to `path`, write its host parts beside
+    it: `<stem>_pre.onnx`, `<stem>_post.onnx` (when not empty) and `<stem>_crop.json` (the
+    boundary tensors, MemryX's `{"inputs": [...], "outputs": [...]}`), each atomically.
+    An uncropped module has none."""
+    target = Path(path)
+    parts = {op.attributes[PART].data for op in module.ops if isinstance(op, FuncOp) and isinstance(op.attributes.get(PART), StringAttr)}
+    for part in ("pre", "post"):
+        if part in parts:
+            write_bytes_atomic(target.with_name(f"{target.stem}_{part}.onnx"), export_model(module, part).SerializeToString())
+    if isinstance(crop := module.attributes.get("onnx.crop"), DictionaryAttr):
+        boundary = {k: [n.data for n in v.data] for k, v in crop.data.items() if isinstance(v, ArrayAttr)}
+        write_bytes_atomic(target.with_name(f"{target.stem}_crop.json"), (json.dumps(boundary, indent=2) + "\n").encode())
 
 
 class _Exporter:

@@ -95,6 +95,10 @@ class EmberOptMain(xDSLOptMain):
                 self.apply_passes(module)
                 if target in BINARY_TARGETS:
                     write_bytes_atomic(self.args.output_file, BINARY_TARGETS[target](module))
+                    if target == "onnx":
+                        from ember.frontend.onnx_export import write_host_parts
+
+                        write_host_parts(module, self.args.output_file)  # the pre/post parts of a cropped module
                     return
                 if self.args.elide_weights:
                     with elided_weights():

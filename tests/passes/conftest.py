@@ -14,7 +14,7 @@ import pytest
 from onnx import helper
 from PIL import Image
 from xdsl.context import Context
-from xdsl.dialects.builtin import ModuleOp
+from xdsl.dialects.builtin import ModuleOp, StringAttr
 from xdsl.passes import ModulePass
 
 from ember.dialects.onnx import OnnxOp
@@ -80,6 +80,16 @@ class GraphKit:
         session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
         names = [o.name for o in session.get_outputs()]
         return dict(zip(names, session.run(names, dict(feeds))))
+
+    @staticmethod
+    def run_parts(module: ModuleOp, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Run pre -> main -> post (the parts the module has) and return every tensor computed."""
+        values = dict(feeds)
+        for part in ("pre", "main", "post"):
+            if any(op.attributes.get("onnx.part") == StringAttr(part) for op in module.ops) or part == "main":
+                model = GraphKit.export(module, part)
+                values.update(GraphKit.run(model, {i.name: values[i.name] for i in model.graph.input}))
+        return values
 
     @staticmethod
     def op_types(module: ModuleOp, part: str = "main") -> Counter[str]:
