@@ -61,6 +61,24 @@ def _crop() -> type[ModulePass]:
     return CropPass
 
 
+def _lower_quant_to_npu() -> type[ModulePass]:
+    from ember.lowering.quant_to_npu import LowerQuantToNpuPass
+
+    return LowerQuantToNpuPass
+
+
+def _npu_allocate() -> type[ModulePass]:
+    from ember.passes.npu_allocate import NpuAllocatePass
+
+    return NpuAllocatePass
+
+
+def _npu_schedule() -> type[ModulePass]:
+    from ember.passes.npu_schedule import NpuSchedulePass
+
+    return NpuSchedulePass
+
+
 DIALECTS: dict[str, Callable[[], Dialect]] = {
     "onnx": _onnx_dialect,
     "quant": _quant_dialect,
@@ -73,6 +91,9 @@ PASSES: dict[str, Callable[[], type[ModulePass]]] = {
     "fold-batchnorm": _fold_batchnorm,
     "extract-normalization": _extract_normalization,
     "crop": _crop,
+    "lower-quant-to-npu": _lower_quant_to_npu,
+    "npu-allocate": _npu_allocate,
+    "npu-schedule": _npu_schedule,
 }
 
 EMBER_UNIVERSE = Universe(all_dialects=DIALECTS, all_passes=PASSES)

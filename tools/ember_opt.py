@@ -31,7 +31,13 @@ def _onnx_bytes(module: ModuleOp) -> bytes:
     return export_model(module).SerializeToString()
 
 
-BINARY_TARGETS: dict[str, Callable[[ModuleOp], bytes]] = {"onnx": _onnx_bytes}
+def _ebin_bytes(module: ModuleOp) -> bytes:
+    from ember.lowering.npu_to_ebin import ebin_bytes
+
+    return ebin_bytes(module)
+
+
+BINARY_TARGETS: dict[str, Callable[[ModuleOp], bytes]] = {"onnx": _onnx_bytes, "ebin": _ebin_bytes}
 """Targets that write a binary file (they need `-o`); other issues add theirs here."""
 
 

@@ -1,0 +1,169 @@
+"""Collects the instructions and DRAM regions of a program while quant ops are lowered.
+
+The builder knows three things the per-op lowerings share: the region table (tensors and
+constant blocks, by name), the rotation of weight/parameter/table slots between the two
+halves of their on-chip buffers, and how DMA boxes over NHWC tensors are spelled.
+`finish` turns everything into npu ops and module attributes (see `npu_memory`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from xdsl.dialects.builtin import ModuleOp, StringAttr
+
+from ember.dialects.npu import op_from_instruction
+from ember.lowering.npu_memory import ARCH_ATTR, REGION_ATTR, Region, write_regions
+from ember.target import isa
+from ember.target.arch import Arch
+from ember.target.isa import Buffer, Opcode
+
+
+@dataclass(frozen=True)
+class TensorView:
+    """An activation tensor in DRAM as the NPU sees it: `rows x cols x channels` int8,
+    dense NHWC (a 4-D NCHW tensor with N = 1) or row-major (other ranks, the last axis as
+    channels)."""
+
+    region: str
+    rows: int
+    cols: int
+    channels: int
+
+    @property
+    def row_stride(self) -> int:
+        return self.cols * self.channels
+
+    def offset(self, row: int, col: int, channel: int = 0) -> int:
+        return (row * self.cols + col) * self.channels + channel
+
+
+@dataclass
+class _Emitted:
+    insn: isa.Instruction
+    region: str
+    node: str
+    origin: str
+
+
+class ProgramBuilder:
+    """The program under construction, in program order."""
+
+    def __init__(self, arch: Arch):
+        self.arch = arch
+        self.regions: dict[str, Region] = {}
+        self.code: list[_Emitted] = []
+        self.node = ""
+        self.origin = ""
+        self._weight_half = 0
+        self._param_half = 0
+        self._lut_slot = 0
+
+    # ------------------------------------------------------------------ regions
+
+    def add_region(self, region: Region) -> Region:
+        if region.name in self.regions:
+            raise ValueError(f"region {region.name!r} defined twice")
+        self.regions[region.name] = region
+        return region
+
+    def const(self, name: str, data: np.ndarray) -> str:
+        """A constant block holding `data`'s little-endian bytes; returns its region name."""
+        raw = np.ascontiguousarray(data).tobytes()
+        unique, k = name, 1
+        while unique in self.regions:
+            unique, k = f"{name}#{k}", k + 1
+        self.add_region(Region(unique, "const", len(raw), data=raw, producer=self.node))
+        return unique
+
+    # ------------------------------------------------------------- on-chip slots
+
+    def weight_slot(self) -> int:
+        """Element address of the next weight tile (alternating buffer halves)."""
+        self._weight_half ^= 1
+        return self._weight_half * (self.arch.weight_buffer_bytes // 2)
+
+    def param_slot(self) -> int:
+        self._param_half ^= 1
+        return self._param_half * (self.arch.param_buffer_bytes // 4 // 2)
+
+    def lut_slot(self) -> int:
+        slots = self.arch.lut_buffer_bytes // 256
+        self._lut_slot = (self._lut_slot + 1) % slots
+        return self._lut_slot * 256
+
+    # ------------------------------------------------------------- instructions
+
+    def emit(self, opcode: Opcode, region: str = "", **fields: int) -> None:
+        self.code.append(_Emitted(isa.make(opcode, **fields), region, self.node, self.origin))
+
+    def load(
+        self,
+        buf: Buffer,
+        sram: int,
+        region: str,
+        offset: int,
+        sizes: tuple[int, int, int],
+        strides: tuple[int, int, int],
+        pads: tuple[int, int, int, int] = (0, 0, 0, 0),
+        pad_value: int = 0,
+    ) -> None:
+        """A LOAD of a 3-D box; `pads` = (top, bottom, left, right) rows/columns of
+        `pad_value` around it on chip."""
+        top, bottom, left, right = pads
+        self.emit(
+            Opcode.LOAD, region, dram=offset, sram=sram, stride0=strides[0], stride1=strides[1], stride2=strides[2],
+            size0=sizes[0], size1=sizes[1], size2=sizes[2], buf=buf, pad_top=top, pad_bottom=bottom, pad_left=left,
+            pad_right=right, pad_value=pad_value,
+        )  # fmt: skip
+
+    def store(self, sram: int, region: str, offset: int, sizes: tuple[int, int, int], strides: tuple[int, int, int]):
+        """A STORE of a dense int8 tile of the input buffer to a 3-D DRAM box."""
+        self.emit(
+            Opcode.STORE, region, dram=offset, sram=sram, stride0=strides[0], stride1=strides[1], stride2=strides[2],
+            size0=sizes[0], size1=sizes[1], size2=sizes[2], buf=Buffer.INP,
+        )  # fmt: skip
+
+    def load_tile(self, sram: int, view: TensorView, rows: tuple[int, int], cols: tuple[int, int],
+                  chans: tuple[int, int], pads: tuple[int, int, int, int] = (0, 0, 0, 0), pad_value: int = 0) -> None:
+        """LOAD rows x cols x channels (half-open ranges) of an NHWC tensor, padded."""
+        self.load(
+            Buffer.INP, sram, view.region, view.offset(rows[0], cols[0], chans[0]),
+            (rows[1] - rows[0], cols[1] - cols[0], chans[1] - chans[0]), (view.row_stride, view.channels, 1),
+            pads, pad_value,
+        )  # fmt: skip
+
+    def store_tile(self, sram: int, view: TensorView, rows: tuple[int, int], cols: tuple[int, int],
+                   chans: tuple[int, int]) -> None:
+        self.store(
+            sram, view.region, view.offset(rows[0], cols[0], chans[0]),
+            (rows[1] - rows[0], cols[1] - cols[0], chans[1] - chans[0]), (view.row_stride, view.channels, 1),
+        )  # fmt: skip
+
+    def load_const(self, buf: Buffer, sram: int, region: str, elements: int, offset: int = 0) -> None:
+        """LOAD a dense run of `elements` buffer elements of a constant block."""
+        esize = isa.BUFFER_DTYPES[buf].itemsize
+        cols = 1
+        while elements // cols > 0xFFFF or elements % cols:  # split into rows of <= 65535
+            cols += 1
+        self.load(buf, sram, region, offset, (1, elements // cols, cols), (elements * esize, cols * esize, esize))
+
+    # ------------------------------------------------------------------- output
+
+    def finish(self, module: ModuleOp) -> None:
+        """Replace the module's body with the program and record arch and regions."""
+        self.node, self.origin = "", ""
+        self.emit(Opcode.END)
+        ops = []
+        for item in self.code:
+            op = op_from_instruction(item.insn, item.node, item.origin)
+            if item.region:
+                op.attributes[REGION_ATTR] = StringAttr(item.region)
+            ops.append(op)
+        for op in list(module.ops):
+            op.detach()
+            op.erase()
+        module.body.block.add_ops(ops)
+        module.attributes[ARCH_ATTR] = StringAttr(self.arch.name)
+        write_regions(module, list(self.regions.values()))
