@@ -118,6 +118,7 @@ def schedule_program(program: list[Instruction]) -> tuple[list[Instruction], lis
         e = insn.engine
         need = hazards.conflicts(footprints[source], int(e))
         pops = Token(0)
+        direct: dict[Engine, int] = {}
         relay: list[tuple[int, int]] = []
         for other in (Engine.LOAD, Engine.COMPUTE, Engine.STORE):
             position = need[other]
@@ -125,12 +126,13 @@ def schedule_program(program: list[Instruction]) -> tuple[list[Instruction], lis
                 continue
             producer = members[other][position - 1]
             if (other, e) in _QUEUE_FLAGS:
-                link(producer, e)
-                pops |= _QUEUE_FLAGS[(other, e)][1]
+                direct[other] = producer
             else:
                 relay.append((producer, position))
         if relay:
-            # load <-> store: a compute SYNC pops the producers' tokens and pushes one on
+            # load <-> store: a compute SYNC pops the producers' tokens and pushes one on;
+            # it follows every compute instruction so far, so it also stands for those
+            direct.pop(Engine.COMPUTE, None)
             sync_pops = Token(0)
             for producer, position in relay:
                 other = out[producer].engine
@@ -140,6 +142,9 @@ def schedule_program(program: list[Instruction]) -> tuple[list[Instruction], lis
             sync = append(isa.make(Opcode.SYNC, sync_pops, engine=Engine.COMPUTE), -1)
             link(sync, e)
             pops |= _QUEUE_FLAGS[(Engine.COMPUTE, e)][1]
+        for other, producer in direct.items():
+            link(producer, e)
+            pops |= _QUEUE_FLAGS[(other, e)][1]
         index = append(insn, source)
         tokens[index] |= pops
         hazards.record(footprints[source], int(e), len(members[e]))
