@@ -59,9 +59,14 @@ def load_onnx(path: str | os.PathLike[str]) -> ModelProto:
         raise EmberError(f"{file}: not a valid ONNX model (no graph); is it an ONNX file?")
     try:
         onnx.load_external_data_for_model(model, str(file.parent))
-    except (FileNotFoundError, OSError) as err:
-        raise EmberError(f"{file}: cannot read external data ({err}); keep the data files beside the model") from None
+    except (OSError, onnx.checker.ValidationError) as err:
+        raise EmberError(f"{file}: cannot read external data ({_first_line(err)}); keep the data files beside the model") from None
     return model
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
 
 
 def default_opset(model: ModelProto) -> int:

@@ -40,6 +40,8 @@ MODELS = SHARED / "models"
 IMAGES = SHARED / "images"
 DETECTOR = MODELS / "ppocrv4_det.onnx"
 CLASSIFIER = MODELS / "ppocr_mobile_v2_cls.onnx"
+IR_VERSION = 8
+"""For hand-built models: onnx.helper stamps its newest IR version, which onnxruntime may not know yet."""
 
 needs_models = pytest.mark.skipif(
     not DETECTOR.is_file() or not CLASSIFIER.is_file(), reason=f"the shared real models are not in {MODELS}"
@@ -209,3 +211,168 @@ def test_convnet_at_each_opset(opset: int) -> None:
     exported = round_trip(model)
     assert exported.opset_import[0].version == opset
     assert_identical(run(model, {"x": image_batch()}), run(exported, {"x": image_batch()}))
+
+
+def old_style_model(opset: int) -> onnx.ModelProto:
+    """Old idioms: Upsample (scales as an attribute at opset 7, as a Constant input at 9),
+    Slice-1 and Pad-2 with their parameters as attributes, a Reshape whose shape comes
+    from a Constant node, and a weight from a Constant node (opset 7) or made by
+    ConstantOfShape from a Constant shape (opset 9, where ConstantOfShape appeared)."""
+    const = helper.make_tensor
+    if opset == 7:
+        upsample = [helper.make_node("Upsample", ["x"], ["up"], scales=[1.0, 1.0, 2.0, 2.0], mode="nearest")]
+        weight = [helper.make_node("Constant", [], ["w"], value=const("wv", TensorProto.FLOAT, [3, 3, 1, 1], np.linspace(-1, 1, 9)))]
+    else:
+        upsample = [
+            helper.make_node("Constant", [], ["scales"], value=const("sv", TensorProto.FLOAT, [4], [1.0, 1.0, 2.0, 2.0])),
+            helper.make_node("Upsample", ["x", "scales"], ["up"], mode="nearest"),
+        ]
+        weight = [
+            helper.make_node("Constant", [], ["wshape"], value=const("ws", TensorProto.INT64, [4], [3, 3, 1, 1])),
+            helper.make_node("ConstantOfShape", ["wshape"], ["w"], value=const("one", TensorProto.FLOAT, [1], [0.25])),
+        ]
+    nodes = [
+        *upsample,
+        helper.make_node("Slice", ["up"], ["sl"], starts=[1, 0], ends=[15, 14], axes=[2, 3]),
+        helper.make_node("Pad", ["sl"], ["pad"], pads=[0, 0, 1, 2, 0, 0, 1, 0], mode="constant", value=0.5),
+        *weight,
+        helper.make_node("Conv", ["pad", "w"], ["conv"]),
+        helper.make_node("Constant", [], ["shape"], value=const("shape_value", TensorProto.INT64, [2], [2, -1])),
+        helper.make_node("Reshape", ["conv", "shape"], ["y"]),
+    ]
+    graph = helper.make_graph(
+        nodes, "old", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3, 8, 8])], [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 768])]
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], ir_version=3)
+
+
+@pytest.mark.parametrize("opset", [7, 9])
+def test_old_style_nodes(opset: int) -> None:
+    model = old_style_model(opset)
+    onnx.checker.check_model(model)
+    exported = round_trip(model)
+    assert [n.op_type for n in exported.graph.node] == [n.op_type for n in model.graph.node]
+    assert_identical(run(model, {"x": image_batch()}), run(exported, {"x": image_batch()}))
+    # With the constants folded, Constant and ConstantOfShape weights become initializers.
+    module = import_model(model, source="old")
+    OnnxConstantFoldPass().apply(Context(), module)
+    OnnxShapeInferencePass().apply(Context(), module)
+    assert all(isinstance(r.type, TensorType) and r.type.has_static_shape() for op in module.walk() for r in op.results)
+    folded = export_model(module)
+    assert {n.op_type for n in folded.graph.node} == {"Upsample", "Slice", "Pad", "Conv", "Reshape"}
+    assert_identical(run(model, {"x": image_batch()}), run(folded, {"x": image_batch()}))
+
+
+def test_ir3_initializers_listed_as_inputs() -> None:
+    model = small_convnet()
+    model.ir_version = 3
+    model.graph.input.extend(helper.make_tensor_value_info(t.name, t.data_type, t.dims) for t in model.graph.initializer)
+    onnx.checker.check_model(model)
+    module = import_model(model, source="ir3")
+    assert len(module.body.block.first_op.args) == 1  # only x is a real input
+    exported = round_trip(model)
+    assert [i.name for i in exported.graph.input] == ["x"]
+    assert_identical(run(model, {"x": image_batch()}), run(exported, {"x": image_batch()}))
+
+
+def test_external_data(tmp_path: Path) -> None:
+    model = onnx.version_converter.convert_version(small_convnet(), 13)
+    path = tmp_path / "model.onnx"
+    onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True, location="weights.bin", size_threshold=0)
+    assert (tmp_path / "weights.bin").stat().st_size > 0
+    loaded = load_onnx(path)
+    exported = round_trip(loaded)
+    assert all(not t.external_data for t in exported.graph.initializer)
+    want = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"x": image_batch()})
+    assert_identical(want, run(exported, {"x": image_batch()}))
+
+
+def test_missing_external_data_is_one_clear_error(tmp_path: Path) -> None:
+    from ember.support.diagnostics import EmberError
+
+    path = tmp_path / "model.onnx"
+    onnx.save_model(small_convnet(), str(path), save_as_external_data=True, location="weights.bin", size_threshold=0)
+    (tmp_path / "weights.bin").unlink()
+    with pytest.raises(EmberError, match=r"model.onnx: cannot read external data .*; keep the data files beside the model"):
+        load_onnx(path)
+
+
+def if_model() -> onnx.ModelProto:
+    """An If whose branches read `x` and the weight `w` of the enclosing graph."""
+    then_graph = helper.make_graph(
+        [helper.make_node("Add", ["x", "w"], ["t"])], "then", [], [helper.make_tensor_value_info("t", TensorProto.FLOAT, [2, 3])]
+    )
+    else_graph = helper.make_graph(
+        [helper.make_node("Mul", ["x", "w"], ["e"])], "else", [], [helper.make_tensor_value_info("e", TensorProto.FLOAT, [2, 3])]
+    )
+    nodes = [
+        helper.make_node("ReduceSum", ["x"], ["s"], keepdims=0),
+        helper.make_node("Greater", ["s", "zero"], ["cond"]),
+        helper.make_node("If", ["cond"], ["branch"], then_branch=then_graph, else_branch=else_graph, name="if0"),
+        helper.make_node("Relu", ["branch"], ["y"]),
+    ]
+    inits = [numpy_helper.from_array(np.arange(6, dtype=np.float32).reshape(2, 3), "w"), numpy_helper.from_array(np.array(0, dtype=np.float32), "zero")]
+    graph = helper.make_graph(
+        nodes, "if", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3])], [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3])], inits
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 11)], ir_version=IR_VERSION)
+
+
+def test_if_reading_outer_scope_tensors() -> None:
+    model = if_model()
+    module = import_model(model, source="if")
+    node = next(op for op in module.walk() if isinstance(op, CustomOp) and op.op_type.data == "If")
+    assert len(node.operands) == 3  # the condition, then the captured x and w
+    # The captured weight stays alive through the passes that delete unread values.
+    OnnxConstantFoldPass().apply(Context(), module)
+    exported = export_model(module)
+    onnx.checker.check_model(exported)
+    assert "w" in {t.name for t in exported.graph.initializer}
+    for x in (np.ones((2, 3), np.float32), -np.ones((2, 3), np.float32)):
+        assert_identical(run(model, {"x": x}), run(exported, {"x": x}))
+
+
+def test_com_microsoft_node() -> None:
+    nodes = [
+        helper.make_node("MatMul", ["x", "w"], ["h"]),
+        helper.make_node("Gelu", ["h"], ["g"], domain="com.microsoft"),
+        helper.make_node("FusedMatMul", ["g", "w2"], ["y"], domain="com.microsoft", alpha=0.5, transB=1),
+    ]
+    rng = np.random.default_rng(3)
+    inits = [numpy_helper.from_array(rng.standard_normal((4, 6)).astype(np.float32), "w"), numpy_helper.from_array(rng.standard_normal((5, 6)).astype(np.float32), "w2")]
+    graph = helper.make_graph(
+        nodes, "ms", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [3, 4])], [helper.make_tensor_value_info("y", TensorProto.FLOAT, [3, 5])], inits
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)], ir_version=IR_VERSION)
+    module = import_model(model, source="ms")
+    assert [op.op_type.data for op in module.walk() if isinstance(op, CustomOp)] == ["Gelu", "FusedMatMul"]
+    exported = round_trip(model)
+    x = rng.standard_normal((3, 4)).astype(np.float32)
+    assert_identical(run(model, {"x": x}), run(exported, {"x": x}))
+
+
+def test_custom_domain_node_under_the_reference_evaluator() -> None:
+    from onnx.reference import ReferenceEvaluator
+    from onnx.reference.op_run import OpRun
+
+    class Scale(OpRun):
+        op_domain = "ember.test"
+
+        def _run(self, x, factor=None):
+            return (x * np.float32(factor),)
+
+    nodes = [
+        helper.make_node("Scale", ["x"], ["s"], domain="ember.test", factor=3.0, name="scale"),
+        helper.make_node("Sub", ["s", "x"], ["y"]),
+    ]
+    graph = helper.make_graph(
+        nodes, "custom", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4])], [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4])]
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("ember.test", 1)])
+    exported = export_model(import_model(model, source="custom"))
+    assert exported.graph.node[0].domain == "ember.test" and exported.graph.node[0].name == "scale"
+    x = np.array([1, -2, 0.5, 4], dtype=np.float32)
+    want = ReferenceEvaluator(model, new_ops=[Scale]).run(None, {"x": x})
+    got = ReferenceEvaluator(exported, new_ops=[Scale]).run(None, {"x": x})
+    assert_identical(want, got)
+    np.testing.assert_array_equal(got[0], 2 * x)
