@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from xdsl.dialects.builtin import ModuleOp, StringAttr
+from xdsl.ir import Operation
 
 from ember.dialects.npu import op_from_instruction
 from ember.lowering.npu_memory import ARCH_ATTR, REGION_ATTR, Region, write_regions
@@ -151,8 +152,9 @@ class ProgramBuilder:
 
     # ------------------------------------------------------------------- output
 
-    def finish(self, module: ModuleOp) -> None:
-        """Replace the module's body with the program and record arch and regions."""
+    def finish(self, module: ModuleOp, lowered: Operation) -> None:
+        """Replace the lowered function by the program (other functions, the host parts of
+        a cropped model, stay) and record arch and regions on the module."""
         self.node, self.origin = "", ""
         self.emit(Opcode.END)
         ops = []
@@ -161,9 +163,8 @@ class ProgramBuilder:
             if item.region:
                 op.attributes[REGION_ATTR] = StringAttr(item.region)
             ops.append(op)
-        for op in list(module.ops):
-            op.detach()
-            op.erase()
+        lowered.detach()
+        lowered.erase()
         module.body.block.add_ops(ops)
         module.attributes[ARCH_ATTR] = StringAttr(self.arch.name)
         write_regions(module, list(self.regions.values()))

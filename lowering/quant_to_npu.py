@@ -53,6 +53,7 @@ from ember.target.isa import Buffer, EltwMode, Opcode, PoolMode, ResizeMode
 NODE_ATTR = "onnx_node"
 ARG_NAME = "onnx.name"
 OUTPUT_NAMES = "onnx.output_names"
+PART_ATTR = "onnx.part"
 IDENTITY_RESCALE = (1 << 30, 30)
 """(M, S) with M * 2^-S = 1: requantization that leaves a centred value unchanged."""
 HOST_HINT = "run it on the host: compile with --autocrop"
@@ -888,10 +889,20 @@ class LowerQuantToNpuPass(ModulePass):
     arch: str = "ember16"
 
     def apply(self, ctx: Context, op: ModuleOp) -> None:
-        functions = [f for f in op.ops if isinstance(f, func.FuncOp)]
-        if len(functions) != 1:
-            functions = [f for f in functions if f.sym_name.data == "main"]
-        if len(functions) != 1:
-            raise EmberError("lower-quant-to-npu: expected one func.func (or one named 'main') of quant ops")
-        builder = lower_function(functions[0], load_arch(self.arch))
-        builder.finish(op)
+        function = main_function(op)
+        lower_function(function, load_arch(self.arch)).finish(op, function)
+
+
+def main_function(module: ModuleOp) -> func.FuncOp:
+    """The function the NPU runs: the `main` part of a cropped module, else the only
+    function, else the one named `main`."""
+    functions = [f for f in module.ops if isinstance(f, func.FuncOp)]
+    parts = [f for f in functions if isinstance(f.attributes.get(PART_ATTR), StringAttr)
+             and f.attributes[PART_ATTR].data == "main"]  # fmt: skip
+    if len(parts) == 1:
+        return parts[0]
+    if len(functions) != 1:
+        functions = [f for f in functions if f.sym_name.data == "main"]
+    if len(functions) != 1:
+        raise EmberError("lower-quant-to-npu: expected one func.func (or one named 'main') of quant ops")
+    return functions[0]

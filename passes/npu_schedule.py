@@ -170,11 +170,11 @@ def schedule_module(module: ModuleOp) -> None:
         for name in isa.token_names(insn.tokens):
             op.properties[name] = UnitAttr()
         new_ops.append(op)
-    for op in ops:
-        op.detach()
     for op in list(module.ops):
-        op.detach()
-        op.erase()
+        if isinstance(op, NpuInstructionOp):
+            op.detach()
+            if isinstance(op, SyncOp):
+                op.erase()
     module.body.block.add_ops(new_ops)
 
 
