@@ -40,7 +40,8 @@ outputs stay float (quantize at entry, dequantize at exit).
 
 Every quant op keeps the ONNX names: `onnx_outputs` (the tensor it computes, so
 `value_name` works on quant values), `onnx_node` (the fused nodes, comma separated) and
-`quant.pattern` (the pattern's name).
+`quant.pattern` (the pattern's name); a conv with a table also names the tensor the table
+reads (`quant.lut_input`).
 """
 
 from __future__ import annotations
@@ -80,6 +81,8 @@ from ember.frontend.types import attribute_to_onnx
 from ember.support.diagnostics import EmberError
 
 PATTERN_ATTR = "quant.pattern"
+LUT_INPUT_ATTR = "quant.lut_input"
+"""On a conv/fully-connected with a table: the ONNX name of the tensor the table reads."""
 Range = tuple[float, float]
 
 
@@ -671,6 +674,8 @@ def lower_weighted(match: Match, lowering: Lowering) -> SSAValue:
         op = quant.Conv2DOp(x, w, b, result_type, **attrs, **common)
     else:
         op = quant.FullyConnectedOp(x, w, b, result_type, **common)
+    if activation.lut is not None:
+        op.attributes[LUT_INPUT_ATTR] = StringAttr(value_name(pre))
     return lowering.emit(op).results[0]
 
 
@@ -728,6 +733,10 @@ def lower_lut(match: Match, lowering: Lowering) -> SSAValue:
     """A chain of elementwise ops of one tensor: one `quant.lut`."""
     ops = match.ops
     source = next(v for v in ops[0].input_slots() if v is not None and lowering.constant(v) is None)
+    if source not in lowering.qvalues:
+        # The host holds this tensor in float already: quantizing it only to look up a
+        # table would add error and two boundary ops.
+        raise NotQuantizable("elementwise ops of a float tensor stay on the host")
     x = lowering.quantized(source)
     activation = lowering.activation(ops, source, match.output, input_type=quant_type_of(x))
     if activation.lut is None:  # a pure clamp: its table is exact too
