@@ -79,6 +79,12 @@ def _npu_schedule() -> type[ModulePass]:
     return NpuSchedulePass
 
 
+def _autocrop() -> type[ModulePass]:
+    from ember.passes.autocrop import AutocropPass
+
+    return AutocropPass
+
+
 DIALECTS: dict[str, Callable[[], Dialect]] = {
     "onnx": _onnx_dialect,
     "quant": _quant_dialect,
@@ -91,6 +97,7 @@ PASSES: dict[str, Callable[[], type[ModulePass]]] = {
     "fold-batchnorm": _fold_batchnorm,
     "extract-normalization": _extract_normalization,
     "crop": _crop,
+    "autocrop": _autocrop,
     "lower-quant-to-npu": _lower_quant_to_npu,
     "npu-allocate": _npu_allocate,
     "npu-schedule": _npu_schedule,
