@@ -40,12 +40,6 @@ def single_user(value: SSAValue) -> Operation | None:
     return uses[0].operation if len(uses) == 1 else None
 
 
-def onnx_user(value: SSAValue, op_type: str) -> OnnxOp | None:
-    """The only op reading `value` if it is an ONNX `op_type` node."""
-    user = single_user(value)
-    return user if isinstance(user, OnnxOp) and user.ONNX_TYPE == op_type else None
-
-
 def onnx_producer(value: SSAValue | None) -> OnnxOp | None:
     owner = value.op if isinstance(value, OpResult) else None
     return owner if isinstance(owner, OnnxOp) else None
