@@ -140,7 +140,7 @@ class _Exporter:
                 for index in (a.value.data for a in absent.data if isinstance(a, IntegerAttr)):
                     inputs.insert(index, "")
             node = onnx.helper.make_node(op.op_type.data, inputs, outputs, name=node_name or None, domain=op.domain.data or None)
-            node.attribute.extend(attribute_to_onnx(k, v) for k, v in op.attrs.data.items())
+            node.attribute.extend(_attributes(node, op.attrs.data))
             return node
         if not isinstance(op, OnnxOp):
             raise EmberError(f"cannot export '{op.name}' to ONNX: only onnx-dialect ops have an ONNX form")
@@ -148,9 +148,7 @@ class _Exporter:
         while inputs and inputs[-1] == "":
             inputs.pop()
         node = onnx.helper.make_node(op.ONNX_TYPE, inputs, outputs, name=node_name or None)
-        node.attribute.extend(
-            attribute_to_onnx(k, v) for k, v in op.properties.items() if k not in _SEGMENTS
-        )
+        node.attribute.extend(_attributes(node, {k: v for k, v in op.properties.items() if k not in _SEGMENTS}))
         return node
 
     def model(self, graph: onnx.GraphProto) -> ModelProto:
@@ -192,6 +190,14 @@ def _normalization_metadata(func: FuncOp) -> dict[str, str]:
             fields = {k: [f.value.data for f in v.data] if isinstance(v, ArrayAttr) else v.value.data for k, v in record.data.items()}
             metadata[f"ember.normalization.{value_name(arg)}"] = json.dumps(fields)
     return metadata
+
+
+def _attributes(node: NodeProto, properties: dict) -> list[onnx.AttributeProto]:
+    try:
+        return [attribute_to_onnx(k, v) for k, v in properties.items()]
+    except EmberError as err:
+        label = f"node '{node.name}'" if node.name else f"the {node.op_type} node producing '{node.output[0] if node.output else ''}'"
+        raise EmberError(f"{label}: {err}") from None
 
 
 def _output_names(op: Operation, exporter: _Exporter) -> list[str]:

@@ -53,8 +53,8 @@ def load_onnx(path: str | os.PathLike[str]) -> ModelProto:
         raise EmberError(f"{file}: the file is empty; expected an ONNX model")
     try:
         model = onnx.load(str(file), load_external_data=False)
-    except (DecodeError, RuntimeWarning, ValueError) as err:
-        raise EmberError(f"{file}: not a valid ONNX model (truncated or not protobuf: {err})") from None
+    except (DecodeError, RuntimeWarning, ValueError):
+        raise EmberError(f"{file}: not a valid ONNX model (the protobuf does not parse: the file is truncated or not ONNX)") from None
     if not model.HasField("graph") or (not model.graph.node and not model.graph.output):
         raise EmberError(f"{file}: not a valid ONNX model (no graph); is it an ONNX file?")
     try:

@@ -11,6 +11,7 @@ from xdsl.dialects.builtin import (
     BFloat16Type,
     DenseArrayBase,
     DenseIntOrFPElementsAttr,
+    DenseResourceAttr,
     FloatAttr,
     IntegerAttr,
     IntegerType,
@@ -25,6 +26,7 @@ from xdsl.ir import Attribute
 
 from ember.dialects.dense import dense_from_numpy, element_type_of, numpy_from_dense, numpy_dtype_of
 from ember.dialects.onnx import OnnxProtoAttr, OpaqueType, StringType
+from ember.support.diagnostics import EmberError
 
 UNKNOWN_TYPE = NoneType()
 """The type of a value whose ONNX type shape inference could not tell."""
@@ -156,6 +158,8 @@ def attribute_to_onnx(name: str, value: Attribute) -> AttributeProto:
     elif isinstance(value, DenseIntOrFPElementsAttr):
         attr.type = AttributeProto.TENSOR
         attr.t.CopyFrom(tensor_to_onnx(value, ""))
+    elif isinstance(value, DenseResourceAttr):
+        raise EmberError(f"attribute '{name}' holds weights printed with --elide-weights; re-import the model from its .onnx file")
     else:
         raise TypeError(f"attribute {name}: no ONNX form for {value}")
     return attr

@@ -83,6 +83,8 @@ class EmberOptMain(xDSLOptMain):
             raise EmberError(f"{path}: no such file")
         if path is not None and Path(path).suffix == ".onnx":
             return io.BytesIO(), "onnx"  # the ONNX frontend reads the file and its external data itself
+        if path is not None and not self.args.frontend and Path(path).suffix.lstrip(".") not in self.available_frontends:
+            raise EmberError(f"{path}: unknown input format '{Path(path).suffix}'; ember-opt reads .onnx and .mlir files")
         return super().get_input_stream()
 
     def run(self) -> None:
