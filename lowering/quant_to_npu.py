@@ -193,8 +193,11 @@ def _layout(shape: tuple[int, ...]) -> str:
 
 @dataclass(frozen=True)
 class _Slots:
-    """Ping-pong placement of input and result tiles in the input buffer."""
+    """Ping-pong placement of input tiles (from the bottom of the input buffer, after
+    `extra` elements) and result tiles (from the top). Keeping results at the top means
+    the next layer's first input tiles rarely reuse bytes whose STORE is still pending."""
 
+    capacity: int
     in_size: int
     out_size: int
     extra: int = 0
@@ -203,7 +206,7 @@ class _Slots:
         return self.extra + (t % 2) * self.in_size
 
     def out(self, t: int) -> int:
-        return self.extra + 2 * self.in_size + (t % 2) * self.out_size
+        return self.capacity - (t % 2 + 1) * self.out_size
 
 
 def _load_params(lw: _Lowering, region: str, channels: int, c0: int, count: int) -> int:
@@ -280,7 +283,7 @@ def _conv_layer(lw: _Lowering, x: TensorView, y: TensorView, layer: _ConvLayer) 
             b.load(Buffer.WGT, wgt, weights, oc0 * taps * icg, (ocb, taps, icg), (taps * icg, icg, 1))
         in_max = max(window.input_extent(tile.rows, tile.cols)[0] * window.input_extent(tile.rows, tile.cols)[1]
                      * (c1 - c0) for c0, c1 in chunks)  # fmt: skip
-        slots = _Slots(in_max, tile.rows * tile.cols * ocb)
+        slots = _Slots(lw.arch.input_buffer_bytes, in_max, tile.rows * tile.cols * ocb)
         for r0, r1 in _tiles(y.rows, tile.rows):
             rlo, rhi, ptop, pbot = window_span(r0, r1, layer.stride[0], layer.dilation[0], kh, top, x.rows)
             for c0, c1 in _tiles(y.cols, tile.cols):
@@ -396,7 +399,7 @@ def _eltw(lw: _Lowering, op: quant.AddOp | quant.MulOp, fields: Callable[[bool],
     step = tile.cols
     per = step * channels
     extra = channels if broadcast else 0
-    slots = _Slots((1 if broadcast else 2) * per, per, extra)
+    slots = _Slots(lw.arch.input_buffer_bytes, (1 if broadcast else 2) * per, per, extra)
     if broadcast:
         b.load(Buffer.INP, 0, bv.region, 0, (1, 1, channels), (channels, channels, 1))
     flat_a = TensorView(a.region, 1, count, channels)
@@ -471,7 +474,7 @@ def _pool_layer(lw: _Lowering, x: TensorView, y: TensorView, layer: _PoolLayer, 
         raise EmberError(f"{b.node}: cannot tile for {lw.arch.name}: {err}; {HOST_HINT}") from None
     lut = _load_lut(lw, layer.lut) if layer.lut is not None else 0
     ih_max, iw_max = window.input_extent(tile.rows, tile.cols)
-    slots = _Slots(ih_max * iw_max * x.channels, tile.rows * tile.cols * x.channels)
+    slots = _Slots(lw.arch.input_buffer_bytes, ih_max * iw_max * x.channels, tile.rows * tile.cols * x.channels)
     t = 0
     for r0, r1 in _tiles(out_rows, tile.rows):
         rlo, rhi, ptop, pbot = window_span(r0, r1, layer.stride[0], 1, kh, top, x.rows)
@@ -532,7 +535,7 @@ def lower_global_avg_pool(lw: _Lowering, op: quant.GlobalAvgPoolOp) -> None:
     except TilingError as err:
         raise EmberError(f"{b.node}: cannot tile for {lw.arch.name}: {err}; {HOST_HINT}") from None
     par = _load_params(lw, params, channels, 0, channels)
-    slots = _Slots(tile.rows * x.cols * channels, channels)
+    slots = _Slots(lw.arch.input_buffer_bytes, tile.rows * x.cols * channels, channels)
     zp_in = quant_type_of(op.input).zero_point
     for t, (r0, r1) in enumerate(_tiles(x.rows, tile.rows)):
         inp = slots.inp(t)
@@ -578,7 +581,7 @@ def _rescale_into(
         tile = plan_vector(lw.arch, Window(x.rows, x.cols, (1, 1)), x.channels)
     except TilingError as err:
         raise EmberError(f"{b.node}: cannot tile for {lw.arch.name}: {err}; {HOST_HINT}") from None
-    slots = _Slots(tile.rows * tile.cols * x.channels, 0)
+    slots = _Slots(lw.arch.input_buffer_bytes, tile.rows * tile.cols * x.channels, 0)
     t = 0
     for r0, r1 in _tiles(x.rows, tile.rows):
         for c0, c1 in _tiles(x.cols, tile.cols):
@@ -653,7 +656,7 @@ def lower_resize(lw: _Lowering, op: quant.ResizeOp) -> None:
     if not fits(rows):
         raise EmberError(f"{b.node}: one output row of the resize does not fit the input buffer; {HOST_HINT}")
     in_max = max(source_rows(r0, r1)[1] - source_rows(r0, r1)[0] for r0, r1 in _tiles(y.rows, rows))
-    slots = _Slots(in_max * x.cols * channels, rows * y.cols * channels)
+    slots = _Slots(lw.arch.input_buffer_bytes, in_max * x.cols * channels, rows * y.cols * channels)
     for t, (r0, r1) in enumerate(_tiles(y.rows, rows)):
         lo, hi = source_rows(r0, r1)
         inp, out = slots.inp(t), slots.out(t)

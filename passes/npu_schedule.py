@@ -22,6 +22,7 @@ store engine write tile k-1 while tile k computes.
 
 from __future__ import annotations
 
+import bisect
 from dataclasses import dataclass
 
 import numpy as np
@@ -107,19 +108,32 @@ def schedule_program(program: list[Instruction]) -> tuple[list[Instruction], lis
         engine_clock[e] = clock
         return index
 
+    last_compute_push = {Engine.LOAD: -1, Engine.STORE: -1}  # output index of the latest push
+
     def link(producer: int, consumer_engine: Engine) -> None:
         """Token from output instruction `producer` to the next instruction of
         `consumer_engine` (whose pop flag the caller sets)."""
         push, _ = _QUEUE_FLAGS[(out[producer].engine, consumer_engine)]
         tokens[producer] |= push
         engine_clock[consumer_engine] = np.maximum(engine_clock[consumer_engine], clocks[producer])
+        if out[producer].engine == Engine.COMPUTE:
+            last_compute_push[consumer_engine] = producer
+
+    def carrier(needs: list[tuple[Engine, int]], consumer: Engine) -> int | None:
+        """The earliest compute instruction that already waits for every (engine,
+        position) in `needs` and may still push to `consumer` (FIFO order), if any."""
+        cm = members[Engine.COMPUTE]
+        first = bisect.bisect_right(cm, last_compute_push[consumer])
+        for engine, position in needs:
+            first = max(first, bisect.bisect_left(range(len(cm)), position, key=lambda k: clocks[cm[k]][engine]))
+        return cm[first] if first < len(cm) else None
 
     for source, insn in enumerate(program):
         e = insn.engine
         need = hazards.conflicts(footprints[source], int(e))
         pops = Token(0)
         direct: dict[Engine, int] = {}
-        relay: list[tuple[int, int]] = []
+        relay: list[tuple[Engine, int]] = []
         for other in (Engine.LOAD, Engine.COMPUTE, Engine.STORE):
             position = need[other]
             if other == e or position <= engine_clock[e][other]:
@@ -128,20 +142,22 @@ def schedule_program(program: list[Instruction]) -> tuple[list[Instruction], lis
             if (other, e) in _QUEUE_FLAGS:
                 direct[other] = producer
             else:
-                relay.append((producer, position))
+                relay.append((other, position))
         if relay:
-            # load <-> store: a compute SYNC pops the producers' tokens and pushes one on;
-            # it follows every compute instruction so far, so it also stands for those
-            direct.pop(Engine.COMPUTE, None)
-            sync_pops = Token(0)
-            for producer, position in relay:
-                other = out[producer].engine
-                if position > engine_clock[Engine.COMPUTE][other]:
-                    link(producer, Engine.COMPUTE)
-                    sync_pops |= _QUEUE_FLAGS[(other, Engine.COMPUTE)][1]
-            sync = append(isa.make(Opcode.SYNC, sync_pops, engine=Engine.COMPUTE), -1)
-            link(sync, e)
-            pops |= _QUEUE_FLAGS[(Engine.COMPUTE, e)][1]
+            # load <-> store has no queue: the token goes through the compute engine, from
+            # the first compute instruction that already waits for the producer, or else
+            # from a SYNC appended now (which also follows every compute instruction so far)
+            if Engine.COMPUTE in direct:
+                relay.append((Engine.COMPUTE, need[Engine.COMPUTE]))
+            via = carrier(relay, e)
+            if via is None:
+                sync_pops = Token(0)
+                for other, position in relay:
+                    if other != Engine.COMPUTE and position > engine_clock[Engine.COMPUTE][other]:
+                        link(members[other][position - 1], Engine.COMPUTE)
+                        sync_pops |= _QUEUE_FLAGS[(other, Engine.COMPUTE)][1]
+                via = append(isa.make(Opcode.SYNC, sync_pops, engine=Engine.COMPUTE), -1)
+            direct[Engine.COMPUTE] = via
         for other, producer in direct.items():
             link(producer, e)
             pops |= _QUEUE_FLAGS[(other, e)][1]
