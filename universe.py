@@ -85,6 +85,18 @@ def _autocrop() -> type[ModulePass]:
     return AutocropPass
 
 
+def _calibrate() -> type[ModulePass]:
+    from ember.passes.calibrate import CalibratePass
+
+    return CalibratePass
+
+
+def _quantize() -> type[ModulePass]:
+    from ember.passes.quantize import QuantizePass
+
+    return QuantizePass
+
+
 DIALECTS: dict[str, Callable[[], Dialect]] = {
     "onnx": _onnx_dialect,
     "quant": _quant_dialect,
@@ -98,6 +110,8 @@ PASSES: dict[str, Callable[[], type[ModulePass]]] = {
     "extract-normalization": _extract_normalization,
     "crop": _crop,
     "autocrop": _autocrop,
+    "calibrate": _calibrate,
+    "quantize": _quantize,
     "lower-quant-to-npu": _lower_quant_to_npu,
     "npu-allocate": _npu_allocate,
     "npu-schedule": _npu_schedule,
