@@ -733,10 +733,10 @@ def lower_lut(match: Match, lowering: Lowering) -> SSAValue:
     """A chain of elementwise ops of one tensor: one `quant.lut`."""
     ops = match.ops
     source = next(v for v in ops[0].input_slots() if v is not None and lowering.constant(v) is None)
-    if source not in lowering.qvalues:
-        # The host holds this tensor in float already: quantizing it only to look up a
+    if source not in lowering.qvalues and isinstance(source, OpResult) and isinstance(source.op, OnnxOp):
+        # A float op on the host computed this tensor: quantizing it only to look up a
         # table would add error and two boundary ops.
-        raise NotQuantizable("elementwise ops of a float tensor stay on the host")
+        raise NotQuantizable("elementwise ops of a host tensor stay on the host")
     x = lowering.quantized(source)
     activation = lowering.activation(ops, source, match.output, input_type=quant_type_of(x))
     if activation.lut is None:  # a pure clamp: its table is exact too

@@ -4,7 +4,8 @@
 
 The module is exported to ONNX with every float tensor (graph inputs and the float
 results of every node) added as a graph output, and onnxruntime runs it over the samples
-(`ember.frontend.samples`: `.npy` folder, `.npz`, or images with `mean`/`std`).
+(`ember.frontend.samples`: `.npy` folder, `.npz`, or images normalized with `mean`/`std`,
+by default the normalization `extract-normalization` recorded on the input).
 
 Range estimators (`method`), all on the observed distribution of each tensor:
 - `minmax`: the observed minimum and maximum;
@@ -37,7 +38,8 @@ from xdsl.dialects.builtin import DenseArrayBase, DictionaryAttr, Float32Type, M
 from xdsl.passes import ModulePass
 
 from ember.dialects.onnx import InitializerOp, OnnxOp, value_name
-from ember.frontend.onnx_export import export_model, graph_function
+from ember.frontend.onnx_export import NORMALIZATION, export_model, graph_function
+from ember.interpreters.mixed_runner import ORT_IR_VERSION
 from ember.frontend.samples import InputSpec, Normalization, SampleSet, load_samples
 from ember.support.atomic_output import atomic_output
 from ember.support.diagnostics import EmberError
@@ -62,6 +64,17 @@ def input_specs(module: ModuleOp) -> list[InputSpec]:
     return specs
 
 
+def recorded_normalization(module: ModuleOp) -> Normalization | None:
+    """The normalization `extract-normalization` recorded on the first graph input."""
+    function = graph_function(module)
+    entry = function.arg_attrs.data[0] if function.arg_attrs is not None and function.arg_attrs.data else None
+    record = entry.data.get(NORMALIZATION) if isinstance(entry, DictionaryAttr) else None
+    if not isinstance(record, DictionaryAttr):
+        return None
+    mean, std = (tuple(float(v.value.data) for v in record.data[key].data) for key in ("mean", "std"))
+    return Normalization(mean, std)
+
+
 def float_tensors(module: ModuleOp) -> list[str]:
     """ONNX names of the float32 tensors the quantized model holds: graph inputs and
     the results of every node (initializers are weights, not activations)."""
@@ -82,6 +95,7 @@ def observing_session(model: onnx.ModelProto, tensors: Iterable[str]):
     import onnxruntime as ort
 
     model = onnx.ModelProto.FromString(model.SerializeToString())
+    model.ir_version = min(model.ir_version, ORT_IR_VERSION)  # newer onnx writes IRs onnxruntime may not read yet
     present = {o.name for o in model.graph.output}
     inputs = {i.name for i in model.graph.input}
     model.graph.output.extend(
@@ -320,7 +334,8 @@ class CalibratePass(ModulePass):
 
     `data`: a folder of `.npy` files or images, or an `.npz` keyed by input name.
     `method`: minmax | percentile | mse | entropy. `mean`/`std`: image normalization on the
-    0..255 scale (one value or one per channel). `limit`: use the first N samples only.
+    0..255 scale (one value or one per channel); by default the one `extract-normalization`
+    recorded on the input, else none. `limit`: use the first N samples only.
     `output`: also write the ranges as JSON."""
 
     name = "calibrate"
@@ -335,9 +350,10 @@ class CalibratePass(ModulePass):
     output: str = ""
 
     def apply(self, ctx: Context, op: ModuleOp) -> None:
-        mean = tuple(float(m) for m in self.mean)
-        std = tuple(float(s) for s in self.std)
-        samples = load_samples(self.data, input_specs(op), Normalization(mean, std), self.limit)
+        normalization = Normalization(tuple(float(m) for m in self.mean), tuple(float(s) for s in self.std))
+        if normalization == Normalization():
+            normalization = recorded_normalization(op) or normalization
+        samples = load_samples(self.data, input_specs(op), normalization, self.limit)
         calibration = calibrate(op, samples, self.method, self.percentile, self.bins)
         record(op, calibration)
         if self.output:
