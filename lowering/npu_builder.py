@@ -60,6 +60,7 @@ class ProgramBuilder:
         self._weight_half = 0
         self._param_half = 0
         self._lut_slot = 0
+        self._consts: dict[bytes, str] = {}
 
     # ------------------------------------------------------------------ regions
 
@@ -70,12 +71,16 @@ class ProgramBuilder:
         return region
 
     def const(self, name: str, data: np.ndarray) -> str:
-        """A constant block holding `data`'s little-endian bytes; returns its region name."""
+        """A constant block holding `data`'s little-endian bytes; returns its region name.
+        Identical blocks (weights shared by two layers, equal tables) are stored once."""
         raw = np.ascontiguousarray(data).tobytes()
+        if raw in self._consts:
+            return self._consts[raw]
         unique, k = name, 1
         while unique in self.regions:
             unique, k = f"{name}#{k}", k + 1
         self.add_region(Region(unique, "const", len(raw), data=raw, producer=self.node))
+        self._consts[raw] = unique
         return unique
 
     # ------------------------------------------------------------- on-chip slots

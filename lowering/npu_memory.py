@@ -25,11 +25,11 @@ from xdsl.dialects.builtin import (
     DenseIntOrFPElementsAttr,
     DictionaryAttr,
     FloatAttr,
-    IntAttr,
     IntegerAttr,
     ModuleOp,
     StringAttr,
     f64,
+    i64,
 )
 from xdsl.ir import Attribute
 
@@ -64,10 +64,10 @@ class Region:
         entries: dict[str, Attribute] = {
             "name": StringAttr(self.name),
             "kind": StringAttr(self.kind),
-            "size": IntAttr(self.size),
+            "size": IntegerAttr(self.size, i64),
         }
         if self.shape:
-            entries["shape"] = ArrayAttr(IntAttr(d) for d in self.shape)
+            entries["shape"] = ArrayAttr(IntegerAttr(d, i64) for d in self.shape)
         if self.layout:
             entries["layout"] = StringAttr(self.layout)
         if self.producer:
@@ -75,11 +75,11 @@ class Region:
         if self.scale is not None:
             entries["scale"] = FloatAttr(self.scale, f64)
         if self.zero_point is not None:
-            entries["zero_point"] = IntAttr(self.zero_point)
+            entries["zero_point"] = IntegerAttr(self.zero_point, i64)
         if self.data is not None:
             entries["data"] = dense_from_numpy(np.frombuffer(self.data, dtype=np.uint8))
         if self.offset is not None:
-            entries["offset"] = IntAttr(self.offset)
+            entries["offset"] = IntegerAttr(self.offset, i64)
         return DictionaryAttr(entries | self.extra)
 
     @classmethod
@@ -92,14 +92,12 @@ class Region:
 
         def integer(key: str) -> int | None:
             value = d.pop(key, None)
-            if isinstance(value, IntAttr):
-                return value.data
             return value.value.data if isinstance(value, IntegerAttr) else None
 
         name, kind = text("name"), text("kind")
         size = integer("size") or 0
         shape_attr = d.pop("shape", None)
-        shape = tuple(a.data for a in shape_attr.data) if isinstance(shape_attr, ArrayAttr) else ()
+        shape = tuple(a.value.data for a in shape_attr.data) if isinstance(shape_attr, ArrayAttr) else ()
         layout, producer = text("layout"), text("producer")
         scale_attr = d.pop("scale", None)
         scale = scale_attr.value.data if isinstance(scale_attr, FloatAttr) else None

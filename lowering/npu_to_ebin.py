@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from importlib import metadata
 from typing import Any
 
-from xdsl.dialects.builtin import IntAttr, ModuleOp
+from xdsl.dialects.builtin import IntegerAttr, ModuleOp
 
 from ember.dialects.npu import NpuInstructionOp, program_from_ops
 from ember.lowering.npu_memory import DRAM_SIZE_ATTR, Region, module_arch, read_regions
@@ -62,7 +62,7 @@ def ebin_from_module(module: ModuleOp, options: Mapping[str, Any] | None = None)
     ops = [op for op in module.ops if isinstance(op, NpuInstructionOp)]
     if not arch_name or not ops:
         raise EmberError("-t ebin: the module holds no NPU program; run lower-quant-to-npu first")
-    if not isinstance(dram, IntAttr):
+    if not isinstance(dram, IntegerAttr):
         raise EmberError("-t ebin: DRAM is not allocated; run npu-allocate (then npu-schedule) before emitting")
     program, debug = program_from_ops(ops)
     if not any(insn.tokens for insn in program) and any(insn.opcode != Opcode.END for insn in program):
@@ -74,7 +74,7 @@ def ebin_from_module(module: ModuleOp, options: Mapping[str, Any] | None = None)
     for r in consts:
         assert r.data is not None and r.offset is not None
         const[r.offset : r.offset + r.size] = r.data
-    memmap = {"dram_size": dram.data, "const_offset": 0, "regions": [_memmap_entry(r) for r in regions]}
+    memmap = {"dram_size": dram.value.data, "const_offset": 0, "regions": [_memmap_entry(r) for r in regions]}
     iodesc = {
         "inputs": [_io_entry(r) for r in regions if r.kind == "input"],
         "outputs": [_io_entry(r) for r in regions if r.kind == "output"],

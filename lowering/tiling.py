@@ -141,8 +141,7 @@ def plan_conv(arch: Arch, window: Window, in_channels: int, out_channels: int, g
             return ConvTiling(oc_block, ic_chunk, tile)
     if not candidates:
         raise TilingError(
-            f"the weights of one output channel ({taps * icg} bytes) exceed half the weight buffer"
-            f" ({wgt_half} bytes)"
+            f"the weights of one group ({ocg * taps * icg} bytes) exceed half the weight buffer ({wgt_half} bytes)"
         )
     ih, iw = window.input_extent(1, 1)
     raise TilingError(

@@ -20,7 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from xdsl.context import Context
-from xdsl.dialects.builtin import IntAttr, IntegerAttr, ModuleOp, StringAttr
+from xdsl.dialects.builtin import IntegerAttr, ModuleOp, StringAttr, i64
 from xdsl.passes import ModulePass
 
 from ember.dialects.npu import LoadOp, StoreOp
@@ -97,7 +97,7 @@ def allocate(module: ModuleOp) -> int:
         assert isinstance(relative, IntegerAttr)
         op.properties["dram"] = IntegerAttr(base + relative.value.data, relative.type)
     write_regions(module, regions)
-    module.attributes[DRAM_SIZE_ATTR] = IntAttr(dram_size)
+    module.attributes[DRAM_SIZE_ATTR] = IntegerAttr(dram_size, i64)
     return dram_size
 
 
