@@ -32,14 +32,12 @@ from xdsl.dialects.builtin import ModuleOp
 
 from ember.frontend.onnx_import import import_model, load_onnx, parse_input_shapes
 from ember.interpreters.quant_reference import run_quant_module
-from ember.lowering.npu_to_ebin import ebin_from_module
-from ember.lowering.quant_to_npu import LowerQuantToNpuPass, main_function
+from ember.lowering.npu_to_ebin import compile_to_ebin
+from ember.lowering.quant_to_npu import main_function
 from ember.passes.calibrate import CalibratePass
 from ember.passes.crop import CropPass
 from ember.passes.extract_normalization import ExtractNormalizationPass
 from ember.passes.fold_batchnorm import FoldBatchNormPass
-from ember.passes.npu_allocate import NpuAllocatePass
-from ember.passes.npu_schedule import NpuSchedulePass
 from ember.passes.onnx_constant_fold import OnnxConstantFoldPass
 from ember.passes.onnx_shape_inference import OnnxShapeInferencePass
 from ember.passes.quantize import QuantizePass
@@ -65,9 +63,7 @@ def compile_detector(size: int, arch: str) -> tuple[bytes, ModuleOp]:
     ):  # fmt: skip
         p.apply(ctx, module)
     quant_part = ModuleOp([main_function(module).clone()])
-    for p in (LowerQuantToNpuPass(arch), NpuAllocatePass(), NpuSchedulePass()):
-        p.apply(ctx, module)
-    return to_bytes(ebin_from_module(module)), quant_part
+    return to_bytes(compile_to_ebin(module, arch)), quant_part
 
 
 def layer_table(sim: Simulator) -> list[dict]:

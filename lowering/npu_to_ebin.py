@@ -86,3 +86,19 @@ def ebin_from_module(module: ModuleOp, options: Mapping[str, Any] | None = None)
 def ebin_bytes(module: ModuleOp, options: Mapping[str, Any] | None = None) -> bytes:
     """The `.ebin` file content of a lowered, allocated and scheduled module."""
     return to_bytes(ebin_from_module(module, options))
+
+
+def compile_to_ebin(module: ModuleOp, arch: str = "ember16", options: Mapping[str, Any] | None = None) -> Ebin:
+    """The NPU back end in one call, for drivers: lower-quant-to-npu, npu-allocate and
+    npu-schedule on `module` (in place; a cropped module keeps its host parts), then the
+    binary. Raises EmberError for a model the NPU cannot run."""
+    from xdsl.context import Context
+
+    from ember.lowering.quant_to_npu import LowerQuantToNpuPass
+    from ember.passes.npu_allocate import NpuAllocatePass
+    from ember.passes.npu_schedule import NpuSchedulePass
+
+    ctx = Context()
+    for p in (LowerQuantToNpuPass(arch), NpuAllocatePass(), NpuSchedulePass()):
+        p.apply(ctx, module)
+    return ebin_from_module(module, {"arch": arch, **(options or {})})
