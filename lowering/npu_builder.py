@@ -61,6 +61,8 @@ class ProgramBuilder:
         self._param_half = 0
         self._lut_slot = 0
         self._consts: dict[bytes, str] = {}
+        self.tile_phase = 0
+        """Parity of the next layer's first tile slot (see quant_to_npu._Slots)."""
 
     # ------------------------------------------------------------------ regions
 

@@ -201,12 +201,14 @@ class _Slots:
     in_size: int
     out_size: int
     extra: int = 0
+    phase: int = 0
+    """Parity of the first tile: a layer starts on the slot its predecessor did not end on."""
 
     def inp(self, t: int) -> int:
-        return self.extra + (t % 2) * self.in_size
+        return self.extra + ((t + self.phase) % 2) * self.in_size
 
     def out(self, t: int) -> int:
-        return self.capacity - (t % 2 + 1) * self.out_size
+        return self.capacity - ((t + self.phase) % 2 + 1) * self.out_size
 
 
 def _load_params(lw: _Lowering, region: str, channels: int, c0: int, count: int) -> int:
@@ -283,7 +285,7 @@ def _conv_layer(lw: _Lowering, x: TensorView, y: TensorView, layer: _ConvLayer) 
             b.load(Buffer.WGT, wgt, weights, oc0 * taps * icg, (ocb, taps, icg), (taps * icg, icg, 1))
         in_max = max(window.input_extent(tile.rows, tile.cols)[0] * window.input_extent(tile.rows, tile.cols)[1]
                      * (c1 - c0) for c0, c1 in chunks)  # fmt: skip
-        slots = _Slots(lw.arch.input_buffer_bytes, in_max, tile.rows * tile.cols * ocb)
+        slots = _Slots(lw.arch.input_buffer_bytes, in_max, tile.rows * tile.cols * ocb, phase=b.tile_phase)
         for r0, r1 in _tiles(y.rows, tile.rows):
             rlo, rhi, ptop, pbot = window_span(r0, r1, layer.stride[0], layer.dilation[0], kh, top, x.rows)
             for c0, c1 in _tiles(y.cols, tile.cols):
@@ -310,6 +312,7 @@ def _conv_layer(lw: _Lowering, x: TensorView, y: TensorView, layer: _ConvLayer) 
                     zp_out=layer.out_zp, act_min=layer.act[0], act_max=layer.act[1], use_lut=int(layer.lut is not None),
                 )  # fmt: skip
                 b.store_tile(out, y, (r0, r1), (c0, c1), (oc0, oc1))
+    b.tile_phase = (b.tile_phase + t) % 2
 
 
 def _requant_fields(op: quant.Conv2DOp | quant.FullyConnectedOp, oc: int) -> dict:
