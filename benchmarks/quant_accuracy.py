@@ -15,6 +15,7 @@ probability map is ~0 everywhere, and its cosine measures rounding of near-zero 
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 import tempfile
 import warnings
@@ -118,6 +119,8 @@ def onnxruntime_static(model: onnx.ModelProto, method: str, calibration, evaluat
 
 
 def main(argv: list[str]) -> int:
+    logging.getLogger().setLevel(logging.ERROR)  # onnxruntime's quantizer warns per tensor
+    ort.set_default_logger_severity(3)
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
     parser.add_argument("--methods", nargs="+", default=["minmax", "percentile", "mse", "entropy"])
