@@ -653,11 +653,13 @@ def lower_resize(lw: _Lowering, op: quant.ResizeOp) -> None:
         in_rows = min(x.rows, ((rows - 1) * step_y >> 16) + 3)
         return 2 * (in_rows * x.cols + rows * y.cols) * channels <= lw.arch.input_buffer_bytes
 
-    rows = y.rows
-    while rows > 1 and not fits(rows):
-        rows = max(1, rows // 2) if not fits(rows // 2 or 1) else rows - max(1, rows // 8)
-    if not fits(rows):
+    if not fits(1):
         raise EmberError(f"{b.node}: one output row of the resize does not fit the input buffer; {HOST_HINT}")
+    lo, hi = 1, y.rows
+    while lo < hi:  # the most output rows whose tiles fit
+        mid = (lo + hi + 1) // 2
+        lo, hi = (mid, hi) if fits(mid) else (lo, mid - 1)
+    rows = lo
     in_max = max(source_rows(r0, r1)[1] - source_rows(r0, r1)[0] for r0, r1 in _tiles(y.rows, rows))
     slots = _Slots(lw.arch.input_buffer_bytes, in_max * x.cols * channels, rows * y.cols * channels)
     for t, (r0, r1) in enumerate(_tiles(y.rows, rows)):
