@@ -93,7 +93,7 @@ CASES = {
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_pattern_matches_float(case: str) -> None:
     proto, expected_ops = CASES[case]
-    module, cos, left = quantize_and_compare(proto, {"x": (1, 4, 8, 8)} if case != "matmul" else {"x": (1, 4, 8, 8)})
+    module, cos, left = quantize_and_compare(proto, {"x": (1, 4, 8, 8)})
     names = op_names(module)
     assert not left, [op.name for op in left]
     for name in expected_ops:
