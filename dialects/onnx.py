@@ -83,12 +83,8 @@ MIN_OPSET = 7
 # --------------------------------------------------------------------------- attributes
 
 
-@irdl_attr_definition
-class OnnxProtoAttr(Data[bytes]):
-    """An ONNX attribute kept opaque: the serialized `AttributeProto` (a subgraph, a
-    sparse tensor, a list of tensors, a type...). Printed as base64."""
-
-    name = "onnx.proto"
+class _SerializedProto(Data[bytes]):
+    """A serialized protobuf message, printed as a base64 string literal."""
 
     @classmethod
     def parse_parameter(cls, parser: AttrParser) -> bytes:
@@ -99,6 +95,14 @@ class OnnxProtoAttr(Data[bytes]):
     def print_parameter(self, printer: Printer) -> None:
         with printer.in_angle_brackets():
             printer.print_string(f'"{base64.b64encode(self.data).decode()}"')
+
+
+@irdl_attr_definition
+class OnnxProtoAttr(_SerializedProto):
+    """An ONNX attribute kept opaque: the serialized `AttributeProto` (a subgraph, a
+    sparse tensor, a list of tensors, a type...)."""
+
+    name = "onnx.proto"
 
 
 @irdl_attr_definition
@@ -109,21 +113,11 @@ class StringType(ParametrizedAttribute, TypeAttribute):
 
 
 @irdl_attr_definition
-class OpaqueType(Data[bytes], TypeAttribute):
+class OpaqueType(_SerializedProto, TypeAttribute):
     """A non-tensor ONNX type (sequence, map, optional, ...) kept as its serialized
     `TypeProto`. Such values only flow through host-side ops."""
 
     name = "onnx.opaque"
-
-    @classmethod
-    def parse_parameter(cls, parser: AttrParser) -> bytes:
-        with parser.in_angle_brackets():
-            text = parser.parse_str_literal()
-        return base64.b64decode(text)
-
-    def print_parameter(self, printer: Printer) -> None:
-        with printer.in_angle_brackets():
-            printer.print_string(f'"{base64.b64encode(self.data).decode()}"')
 
 
 # --------------------------------------------------------------------------- printing helpers
