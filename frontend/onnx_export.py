@@ -72,6 +72,9 @@ class _Exporter:
         self.names: dict[SSAValue, str] = {}
         self.assigned: set[str] = set()
         self.reserved: set[str] = set()
+        # Per base name, the first suffix not yet tried: fresh names for many unnamed
+        # values of one base then cost O(1) each instead of a scan from `_1`.
+        self.next_suffix: dict[str, int] = {}
 
     def name(self, value: SSAValue) -> str:
         """The value's ONNX name: its recorded one, or a fresh name that no value uses."""
@@ -80,10 +83,11 @@ class _Exporter:
         name = value_name(value)
         if not name or name in self.assigned:
             base = name or value.name_hint or "t"
-            counter = 1
+            counter = self.next_suffix.get(base, 1)
             while f"{base}_{counter}" in self.reserved or f"{base}_{counter}" in self.assigned:
                 counter += 1
             name = f"{base}_{counter}"
+            self.next_suffix[base] = counter + 1
         self.names[value] = name
         self.assigned.add(name)
         return name
