@@ -79,6 +79,12 @@ def _npu_schedule() -> type[ModulePass]:
     return NpuSchedulePass
 
 
+def _npu_preproc() -> type[ModulePass]:
+    from ember.passes.npu_preproc import NpuPreprocPass
+
+    return NpuPreprocPass
+
+
 def _autocrop() -> type[ModulePass]:
     from ember.passes.autocrop import AutocropPass
 
@@ -113,6 +119,7 @@ PASSES: dict[str, Callable[[], type[ModulePass]]] = {
     "calibrate": _calibrate,
     "quantize": _quantize,
     "lower-quant-to-npu": _lower_quant_to_npu,
+    "npu-preproc": _npu_preproc,
     "npu-allocate": _npu_allocate,
     "npu-schedule": _npu_schedule,
 }

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from importlib import metadata
 from typing import Any
 
-from xdsl.dialects.builtin import IntegerAttr, ModuleOp
+from xdsl.dialects.builtin import DictionaryAttr, IntegerAttr, ModuleOp, StringAttr
 
 from ember.dialects.npu import NpuInstructionOp, program_from_ops
 from ember.lowering.npu_memory import DRAM_SIZE_ATTR, Region, module_arch, read_regions
@@ -23,24 +23,34 @@ from ember.target.ebin import Ebin, to_bytes
 from ember.target.isa import Opcode
 
 
+def _dtype(region: Region) -> str:
+    """int8, or what a pass recorded (`npu-preproc`: uint8 frames)."""
+    dtype = region.extra.get("dtype")
+    return dtype.data if isinstance(dtype, StringAttr) else "int8"
+
+
 def _io_entry(region: Region) -> dict[str, Any]:
+    pixel_format = region.extra.get("pixel_format")
+    normalization = region.extra.get("normalization")
     return {
         "name": region.name,
         "offset": region.offset,
         "shape": list(region.shape),
-        "dtype": "int8",
+        "dtype": _dtype(region),
         "layout": region.layout,
         "scale": region.scale,
         "zero_point": region.zero_point,
-        "pixel_format": "none",
-        "normalization": None,
+        "pixel_format": pixel_format.data if isinstance(pixel_format, StringAttr) else "none",
+        "normalization": {key: [v.value.data for v in values.data] for key, values in normalization.data.items()}
+        if isinstance(normalization, DictionaryAttr)
+        else None,
     }
 
 
 def _memmap_entry(region: Region) -> dict[str, Any]:
     entry: dict[str, Any] = {"name": region.name, "kind": region.kind, "offset": region.offset, "size": region.size}
     if region.shape:
-        entry |= {"shape": list(region.shape), "dtype": "int8"}
+        entry |= {"shape": list(region.shape), "dtype": _dtype(region)}
         if region.kind == "scratch":
             entry["kind"] = "activation"
     if region.producer:
