@@ -124,7 +124,11 @@ def crop_module(module: ModuleOp, input_names: Sequence[str], output_names: Sequ
         parts.append(("pre", pre, None, list(dict.fromkeys(pre_outputs))))
     if post_outputs:
         parts.append(("post", post, None, post_outputs))
-    new_funcs = [_part_function(func, part, ops, part_inputs, part_outputs) for part, ops, part_inputs, part_outputs in parts]
+    # a part's graph outputs keep the model's output names (an exporter's Identity may have been folded away)
+    names = func.attributes.get("onnx.output_names")
+    renamed = {v: n.data for v, n in zip(graph_outputs, names.data) if isinstance(n, StringAttr)} if isinstance(names, ArrayAttr) else {}
+    new_funcs = [_part_function(func, part, ops, part_inputs, part_outputs, renamed if part == "post" else {})
+                 for part, ops, part_inputs, part_outputs in parts]  # fmt: skip
     module.body.block.insert_ops_before(new_funcs, func)
     func.detach()
     func.erase()
@@ -134,7 +138,8 @@ def crop_module(module: ModuleOp, input_names: Sequence[str], output_names: Sequ
 
 
 def _part_function(
-    func: FuncOp, part: str, ops: set[Operation], inputs: Sequence[SSAValue] | None, outputs: Sequence[SSAValue]
+    func: FuncOp, part: str, ops: set[Operation], inputs: Sequence[SSAValue] | None, outputs: Sequence[SSAValue],
+    output_names: dict[SSAValue, str],
 ) -> FuncOp:
     """A new graph function holding `ops` (in their original order) and the weights they read.
     Without explicit `inputs` the part reads whatever its ops read from outside it."""
@@ -163,7 +168,7 @@ def _part_function(
     name = func.sym_name.data if part == "main" else f"{func.sym_name.data}_{part}"
     new = FuncOp.from_region(name, [v.type for v in inputs], [v.type for v in outputs], Region(new_block))
     new.arg_attrs = ArrayAttr(attrs)
-    new.attributes["onnx.output_names"] = ArrayAttr([StringAttr(value_name(v)) for v in outputs])
+    new.attributes["onnx.output_names"] = ArrayAttr([StringAttr(output_names.get(v, value_name(v))) for v in outputs])
     new.attributes[PART] = StringAttr(part)
     return new
 
