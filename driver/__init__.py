@@ -1,0 +1,1 @@
+"""The compilation driver behind ember-compile: the flow of stages and its report."""
