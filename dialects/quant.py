@@ -493,6 +493,59 @@ class Conv2DOp(_RequantizingOp):
 
 
 @irdl_op_definition
+class ConvTransposeOp(_RequantizingOp):
+    """2-D transposed convolution whose stride equals its kernel (no overlap, no padding):
+    every input pixel writes its own `kh x kw` block of the result,
+
+        acc[n, o, kh*y + i, kw*x + j] = sum_c (x[n, g*Cg + c, y, x] - zp) * w[o, c, i, j]
+
+    then POST per output channel `o`. Weights are OIHW like `quant.conv2d` (O = output
+    channels, I = input channels per group), so per-channel scales sit on axis 0; ONNX's
+    `[Cin, Cout/group, kh, kw]` is regrouped by `quantize`. This is a 1x1 convolution to
+    `kh*kw*O` channels followed by a depth-to-space, which the NPU lowering does in the
+    STORE's strided DMA."""
+
+    name = "quant.conv_transpose"
+    group = prop_def(IntegerAttr[I64])
+    assembly_format = "$input `,` $weight (`,` $bias^)? attr-dict `:` functional-type(operands, results)"
+
+    def __init__(
+        self,
+        input: SSAValue,
+        weight: SSAValue,
+        bias: SSAValue | None,
+        result_type: TensorType,
+        *,
+        multiplier: Sequence[int] | np.ndarray,
+        shift: Sequence[int] | np.ndarray,
+        group: int = 1,
+        act_min: int = -128,
+        act_max: int = 127,
+        lut: np.ndarray | None = None,
+        lut_input_type: UniformQuantizedType | None = None,
+    ):
+        props = self._requant_properties(multiplier, shift, act_min, act_max, lut, lut_input_type)
+        props["group"] = IntegerAttr(group, i64)
+        super().__init__(operands=[input, weight, bias], properties=props, result_types=[result_type])
+
+    def verify_(self) -> None:
+        in_shape = self.input.type.get_shape()
+        w_shape = self.weight.type.get_shape()
+        out_shape = self.output.type.get_shape()
+        if len(in_shape) != 4 or len(w_shape) != 4 or len(out_shape) != 4:
+            raise VerifyException("quant.conv_transpose: input, weight and result must be 4-D (NCHW, OIHW)")
+        group = self.group.value.data
+        if group < 1 or in_shape[1] % group or w_shape[0] % group or w_shape[1] * group != in_shape[1]:
+            raise VerifyException(
+                f"quant.conv_transpose: {in_shape[1]} input channels, weight {w_shape} and group {group} do not fit"
+            )
+        expected = (in_shape[0], w_shape[0], in_shape[2] * w_shape[2], in_shape[3] * w_shape[3])
+        if out_shape != expected:
+            raise VerifyException(f"quant.conv_transpose: result shape {out_shape}, expected {expected}")
+        self._verify_requant(w_shape[0])
+
+
+@irdl_op_definition
 class FullyConnectedOp(_RequantizingOp):
     """Fully connected layer / matmul with a constant right-hand side:
     `y[..., n] = sum_k x[..., k] * w[n, k] + b[n]` (weights [N, K], per-channel on N)."""
@@ -1012,6 +1065,7 @@ Quant = Dialect(
         DequantizeOp,
         ConstantOp,
         Conv2DOp,
+        ConvTransposeOp,
         FullyConnectedOp,
         AddOp,
         MulOp,

@@ -156,6 +156,32 @@ def conv2d(
     return post(acc, bias, multiplier, shift, out_zp, act_min, act_max, lut, channel_axis=1)
 
 
+def conv_transpose(
+    x: np.ndarray,
+    x_zp: int,
+    weight: np.ndarray,
+    bias: np.ndarray | None,
+    multiplier: np.ndarray,
+    shift: np.ndarray,
+    out_zp: int,
+    *,
+    group: int = 1,
+    act_min: int = -128,
+    act_max: int = 127,
+    lut: np.ndarray | None = None,
+) -> np.ndarray:
+    """`quant.conv_transpose` (stride = kernel): kernel tap (i, j) is a 1x1 convolution
+    whose result fills output rows `kh*y + i`, columns `kw*x + j`; then `post` per output
+    channel (axis 1). OIHW weights."""
+    n, _, height, width = x.shape
+    out_channels, _, kh, kw = weight.shape
+    acc = np.empty((n, out_channels, height * kh, width * kw), dtype=np.int64)
+    for i in range(kh):
+        for j in range(kw):
+            acc[:, :, i::kh, j::kw] = conv2d_accumulate(x, x_zp, weight[:, :, i : i + 1, j : j + 1], group=group)
+    return post(acc, bias, multiplier, shift, out_zp, act_min, act_max, lut, channel_axis=1)
+
+
 def fully_connected(
     x: np.ndarray,
     x_zp: int,
@@ -444,7 +470,7 @@ def _scalar(attr) -> int:
     return attr.value.data
 
 
-def _weights(op: quant.Conv2DOp | quant.FullyConnectedOp, values: PythonValues):
+def _weights(op: quant.Conv2DOp | quant.ConvTransposeOp | quant.FullyConnectedOp, values: PythonValues):
     bias = values[2] if len(values) > 2 else None
     lut_table = None if op.lut is None else array_values(op.lut)
     return values[1], bias, array_values(op.multiplier), array_values(op.shift), lut_table
@@ -478,6 +504,15 @@ class QuantFunctions(InterpreterFunctions):
         y = conv2d(
             values[0], _zp(op.input), weight, bias, multiplier, shift, op.requant_zero_point(),
             strides=array_values(op.strides), pads=array_values(op.pads), dilations=array_values(op.dilations),
+            group=_scalar(op.group), act_min=_scalar(op.act_min), act_max=_scalar(op.act_max), lut=table,
+        )  # fmt: skip
+        return (y,)
+
+    @impl(quant.ConvTransposeOp)
+    def run_conv_transpose(self, interpreter: Interpreter, op: quant.ConvTransposeOp, values: PythonValues):
+        weight, bias, multiplier, shift, table = _weights(op, values)
+        y = conv_transpose(
+            values[0], _zp(op.input), weight, bias, multiplier, shift, op.requant_zero_point(),
             group=_scalar(op.group), act_min=_scalar(op.act_min), act_max=_scalar(op.act_max), lut=table,
         )  # fmt: skip
         return (y,)

@@ -6,6 +6,7 @@ mapping a chain of ONNX nodes to one quantized op (or a short fixed sequence of 
     Conv, then per-channel affine ops folded into weights/bias, then an activation chain
         -> quant.conv2d with a fused clamp (Relu, Clip/ReLU6) or a 256-entry table
            (HardSigmoid, HardSwish = x*HardSigmoid(x), SiLU = x*Sigmoid(x), Tanh, ...)
+    ConvTranspose with stride == kernel, same tail -> quant.conv_transpose
     Gemm / MatMul (constant weights), same tail  -> quant.fully_connected
     Add / Mul of two tensors, then a clamp       -> quant.add / quant.mul (+ quant.lut)
     a chain of elementwise ops of one tensor     -> quant.lut
@@ -79,6 +80,7 @@ from ember.dialects.quant_tables import build_table
 from ember.frontend.onnx_export import graph_function
 from ember.frontend.types import attribute_to_onnx
 from ember.support.diagnostics import EmberError
+from ember.target.capabilities import conv_transpose_reason
 
 PATTERN_ATTR = "quant.pattern"
 LUT_INPUT_ATTR = "quant.lut_input"
@@ -238,7 +240,7 @@ ELEMENT_CLASSES: dict[str, ClassPredicate] = {"eltw": _is_eltw, "affine": _is_af
 
 
 def _channel_axis(anchor: OnnxOp) -> int:
-    return 1 if anchor.ONNX_TYPE == "Conv" else -1
+    return 1 if anchor.ONNX_TYPE in ("Conv", "ConvTranspose") else -1
 
 
 def per_channel(const: np.ndarray, result: SSAValue, axis: int) -> np.ndarray | None:
@@ -571,7 +573,8 @@ def elementwise_function(
 
 
 def _weighted_params(anchor: OnnxOp, lowering: Lowering) -> tuple[np.ndarray, np.ndarray, dict]:
-    """Float64 weights (OIHW or [N, K]) and bias of a Conv/Gemm/MatMul, and conv attributes."""
+    """Float64 weights (OIHW or [N, K]) and bias of a Conv/ConvTranspose/Gemm/MatMul, and
+    conv attributes."""
     slots = anchor.input_slots()
     weight = lowering.constant(slots[1])
     if weight is None:
@@ -595,6 +598,22 @@ def _weighted_params(anchor: OnnxOp, lowering: Lowering) -> tuple[np.ndarray, np
             "group": attribute_value(anchor, "group", opset) or 1,
         }
         return weight, bias.astype(np.float64), attrs
+    if anchor.ONNX_TYPE == "ConvTranspose":
+        # the NPU's capability check decides which ConvTranspose nodes are quantized
+        if (reason := conv_transpose_reason(anchor)) is not None:
+            raise NotQuantizable(reason)
+        group = attribute_value(anchor, "group", opset) or 1
+        in_channels, group_out, kh, kw = weight.shape
+        # ONNX [Cin, Cout/g, kh, kw] -> OIHW [Cout, Cin/g, kh, kw]: output channels on axis 0
+        weight = (
+            weight.reshape(group, in_channels // group, group_out, kh, kw)
+            .transpose(0, 2, 1, 3, 4)
+            .reshape(group * group_out, in_channels // group, kh, kw)
+        )
+        bias = lowering.constant(slots[2]) if len(slots) > 2 and slots[2] is not None else np.zeros(weight.shape[0])
+        if bias is None:
+            raise NotQuantizable("ConvTranspose with a non-constant bias")
+        return weight, bias.astype(np.float64), {"group": group}
     if anchor.ONNX_TYPE == "MatMul":
         if weight.ndim != 2:
             raise NotQuantizable("MatMul with a non-2-D constant")
@@ -640,8 +659,8 @@ def _absorb(op: OnnxOp, weight: np.ndarray, bias: np.ndarray, anchor: OnnxOp, lo
 
 
 def lower_weighted(match: Match, lowering: Lowering) -> SSAValue:
-    """Conv / Gemm / MatMul, per-channel affine ops folded in, then a clamp or a table:
-    one `quant.conv2d` or `quant.fully_connected`."""
+    """Conv / ConvTranspose / Gemm / MatMul, per-channel affine ops folded in, then a clamp
+    or a table: one `quant.conv2d`, `quant.conv_transpose` or `quant.fully_connected`."""
     anchor_group, affine, tail = match.elements
     anchor = anchor_group[0]
     weight, bias, attrs = _weighted_params(anchor, lowering)
@@ -672,6 +691,8 @@ def lower_weighted(match: Match, lowering: Lowering) -> SSAValue:
     result_type = lowering.tensor(match.output, activation.output_type)
     if anchor.ONNX_TYPE == "Conv":
         op = quant.Conv2DOp(x, w, b, result_type, **attrs, **common)
+    elif anchor.ONNX_TYPE == "ConvTranspose":
+        op = quant.ConvTransposeOp(x, w, b, result_type, **attrs, **common)
     else:
         op = quant.FullyConnectedOp(x, w, b, result_type, **common)
     if activation.lut is not None:
@@ -897,6 +918,7 @@ def lower_slice(match: Match, lowering: Lowering) -> SSAValue:
 
 BUILTIN_PATTERNS: list[QuantPattern] = [
     QuantPattern("conv", ("Conv", "@affine*", "@eltw*"), lower_weighted),
+    QuantPattern("conv_transpose", ("ConvTranspose", "@affine*", "@eltw*"), lower_weighted),
     QuantPattern("fully_connected", ("Gemm|MatMul", "@affine*", "@eltw*"), lower_weighted),
     QuantPattern("add", ("Add", "@eltw*"), lower_add),
     QuantPattern("mul", ("Mul", "@eltw*"), lower_mul),

@@ -12,6 +12,8 @@ Mapping of the ops:
 - conv2d (plain, grouped, depthwise, strided, dilated, padded with the input zero point by
   the LOAD) and fully_connected (a 1x1 conv): CONV into the accumulator, then one fused
   POST: bias, per-channel requantization, clamp (ReLU/Clip), optional table.
+- conv_transpose (stride = kernel): the same 1x1 CONV + POST to kh*kw*Cout channels, with
+  the depth-to-space done by the STOREs' DRAM strides (no extra pass over the data).
 - add, mul: ELTW (per-channel broadcast of the second operand when the other is a
   `N x C x 1 x 1` tensor: squeeze-excitation).
 - max_pool, avg_pool: POOL with the padding borders excluded (or counted, with the zero
@@ -45,9 +47,10 @@ from ember.dialects.quant import array_values, quant_type_of
 from ember.interpreters.quant_reference import resize_coordinates
 from ember.lowering.npu_builder import ProgramBuilder, TensorView
 from ember.lowering.npu_memory import Region
-from ember.lowering.tiling import TilingError, Window, plan_conv, plan_vector, window_span
+from ember.lowering.tiling import ConvTiling, TilingError, Window, plan_conv, plan_vector, window_span
 from ember.support.diagnostics import EmberError
 from ember.target.arch import Arch, load_arch
+from ember.target.capabilities import require_npu_support
 from ember.target.isa import Buffer, EltwMode, Opcode, PoolMode, ResizeMode
 
 NODE_ATTR = "onnx_node"
@@ -249,8 +252,14 @@ class _ConvLayer:
     lut: np.ndarray | None
 
 
-def _conv_layer(lw: _Lowering, x: TensorView, y: TensorView, layer: _ConvLayer) -> None:
-    """CONV (+ accumulate over input-channel chunks) and POST per output tile."""
+TileStore = Callable[[int, tuple[int, int], tuple[int, int], tuple[int, int]], None]
+"""Writes the result tile at an input-buffer address: (address, rows, cols, channels)."""
+
+
+def _conv_layer(lw: _Lowering, x: TensorView, y: TensorView, layer: _ConvLayer, plan: ConvTiling | None = None,
+                store: TileStore | None = None) -> None:
+    """CONV (+ accumulate over input-channel chunks) and POST per output tile; `y` gives the
+    output geometry, `store` (default: a STORE into `y`) writes each result tile."""
     b = lw.builder
     oc_total, kh, kw, icg = layer.weights.shape
     groups = layer.groups
@@ -258,10 +267,16 @@ def _conv_layer(lw: _Lowering, x: TensorView, y: TensorView, layer: _ConvLayer) 
     window = Window(y.rows, y.cols, (kh, kw), layer.stride, layer.dilation)
     if max(kh, kw, *layer.stride, *layer.dilation, *layer.pads) > 255:
         raise EmberError(f"{b.node}: kernel, stride, dilation and padding must be at most 255 for the NPU; {HOST_HINT}")
-    try:
-        plan = plan_conv(lw.arch, window, x.channels, oc_total, groups)
-    except TilingError as err:
-        raise EmberError(f"{b.node}: cannot tile for {lw.arch.name}: {err}; {HOST_HINT}") from None
+    if plan is None:
+        try:
+            plan = plan_conv(lw.arch, window, x.channels, oc_total, groups)
+        except TilingError as err:
+            raise EmberError(f"{b.node}: cannot tile for {lw.arch.name}: {err}; {HOST_HINT}") from None
+    if store is None:
+
+        def store(out: int, rows: tuple[int, int], cols: tuple[int, int], chans: tuple[int, int]) -> None:
+            b.store_tile(out, y, rows, cols, chans)
+
     weights = b.const(f"{b.node}.weights", layer.weights)
     params = b.const(
         f"{b.node}.params",
@@ -311,11 +326,11 @@ def _conv_layer(lw: _Lowering, x: TensorView, y: TensorView, layer: _ConvLayer) 
                     Opcode.POST, acc=0, par=par, out=out, lut=lut, count=(r1 - r0) * (c1 - c0), channels=ocb,
                     zp_out=layer.out_zp, act_min=layer.act[0], act_max=layer.act[1], use_lut=int(layer.lut is not None),
                 )  # fmt: skip
-                b.store_tile(out, y, (r0, r1), (c0, c1), (oc0, oc1))
+                store(out, (r0, r1), (c0, c1), (oc0, oc1))
     b.tile_phase = (b.tile_phase + t) % 2
 
 
-def _requant_fields(op: quant.Conv2DOp | quant.FullyConnectedOp, oc: int) -> dict:
+def _requant_fields(op: quant.Conv2DOp | quant.ConvTransposeOp | quant.FullyConnectedOp, oc: int) -> dict:
     bias = np.zeros(oc, dtype=np.int64)
     if op.bias is not None:
         owner = op.bias.owner
@@ -355,6 +370,69 @@ def lower_conv2d(lw: _Lowering, op: quant.Conv2DOp) -> None:
         **_requant_fields(op, w.shape[0]),
     )
     _conv_layer(lw, x, y, layer)
+
+
+def lower_conv_transpose(lw: _Lowering, op: quant.ConvTransposeOp) -> None:
+    """A 1x1 convolution to kh*kw*Cout channels whose STOREs do the depth-to-space.
+
+    Channel `(i*kw + j)*Cout + o` of input pixel (y, x) is output (kh*y + i, kw*x + j, o):
+    bias and multipliers repeat per (i, j) block, and for each row of a result tile one
+    STORE writes its [cols, kh, kw*Cout] box to output rows kh*y .. kh*y + kh-1. That needs
+    every channel of a pixel in one tile; when the expanded block does not fit the buffers
+    (or the conv is grouped), each tap (i, j) is its own 1x1 convolution stored to rows
+    kh*y + i, columns kw*x + j."""
+    b = lw.builder
+    x = lw.view(op.input)
+    y = lw.define(op.output)
+    w = _constant(op.weight, "weights", b.node)  # [oc, ic/g, kh, kw]
+    oc, icg, kh, kw = w.shape
+    group = _int(op.group)
+    fields = _requant_fields(op, oc)
+    in_zp = quant_type_of(op.input).zero_point
+    taps = kh * kw
+    if max(kh, kw) > 255:
+        raise EmberError(f"{b.node}: a {kh}x{kw} transposed-convolution kernel exceeds the NPU's 255; {HOST_HINT}")
+    plan = None
+    if group == 1:
+        try:
+            plan = plan_conv(lw.arch, Window(x.rows, x.cols, (1, 1)), x.channels, taps * oc, 1, whole_oc=True)
+        except TilingError:
+            plan = None
+    if plan is not None:
+        tiled = {k: np.tile(fields.pop(k), taps) for k in ("bias", "multiplier", "shift")}
+        layer = _ConvLayer(
+            weights=np.ascontiguousarray(w.transpose(2, 3, 0, 1).reshape(taps * oc, 1, 1, icg)).astype(np.int8),
+            stride=(1, 1), dilation=(1, 1), pads=(0, 0, 0, 0), groups=1, in_zp=in_zp, **tiled, **fields,
+        )  # fmt: skip
+
+        def store_rows(out: int, rows: tuple[int, int], cols: tuple[int, int], chans: tuple[int, int]) -> None:
+            width = cols[1] - cols[0]
+            for r in range(*rows):
+                b.store(out + (r - rows[0]) * width * taps * oc, y.region, y.offset(kh * r, kw * cols[0]),
+                        (width, kh, kw * oc), (kw * oc, y.row_stride, 1))  # fmt: skip
+
+        _conv_layer(lw, x, TensorView(y.region, x.rows, x.cols, taps * oc), layer, plan, store_rows)
+        return
+    for i in range(kh):
+        for j in range(kw):
+            layer = _ConvLayer(
+                weights=np.ascontiguousarray(w[:, :, i, j].reshape(oc, 1, 1, icg)).astype(np.int8),
+                stride=(1, 1), dilation=(1, 1), pads=(0, 0, 0, 0), groups=group, in_zp=in_zp, **fields,
+            )  # fmt: skip
+
+            _conv_layer(lw, x, TensorView(y.region, x.rows, x.cols, oc), layer, store=_tap_store(b, y, (kh, kw), (i, j)))
+
+
+def _tap_store(b: ProgramBuilder, y: TensorView, kernel: tuple[int, int], tap: tuple[int, int]) -> TileStore:
+    """STORE of a transposed convolution's tap (i, j): input pixel (r, c) goes to output
+    (kh*r + i, kw*c + j)."""
+    (kh, kw), (i, j) = kernel, tap
+
+    def store(out: int, rows: tuple[int, int], cols: tuple[int, int], chans: tuple[int, int]) -> None:
+        b.store(out, y.region, y.offset(kh * rows[0] + i, kw * cols[0] + j, chans[0]),
+                (rows[1] - rows[0], cols[1] - cols[0], chans[1] - chans[0]), (kh * y.row_stride, kw * y.channels, 1))  # fmt: skip
+
+    return store
 
 
 def lower_fully_connected(lw: _Lowering, op: quant.FullyConnectedOp) -> None:
@@ -804,6 +882,7 @@ def lower_pad(lw: _Lowering, op: quant.PadOp) -> None:
 
 LOWERINGS: dict[type[Operation], Callable[[_Lowering, Operation], None]] = {
     quant.Conv2DOp: lower_conv2d,
+    quant.ConvTransposeOp: lower_conv_transpose,
     quant.FullyConnectedOp: lower_fully_connected,
     quant.AddOp: lower_add,
     quant.MulOp: lower_mul,
@@ -839,7 +918,9 @@ def _output_names(function: func.FuncOp, count: int) -> list[str]:
 
 
 def lower_function(function: func.FuncOp, arch: Arch) -> ProgramBuilder:
-    """Lower one function of quant ops; returns the filled builder."""
+    """Lower one function of quant ops; returns the filled builder. A float node left in
+    it raises the capability table's error when the NPU cannot run it at all."""
+    require_npu_support(function)
     lw = _Lowering(arch, ProgramBuilder(arch))
     block = function.body.block
     ret = block.last_op

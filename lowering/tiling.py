@@ -103,13 +103,15 @@ class ConvTiling:
     tile: SpatialTile
 
 
-def plan_conv(arch: Arch, window: Window, in_channels: int, out_channels: int, groups: int) -> ConvTiling:
+def plan_conv(arch: Arch, window: Window, in_channels: int, out_channels: int, groups: int,
+              whole_oc: bool = False) -> ConvTiling:
     """Pick the channel blocking and the output tile of a convolution.
 
     Output channels are blocked in multiples of the MAC array's columns (channel padding
     happens on chip: a block's last pass is partial); a grouped conv is blocked in whole
     groups. A plain conv whose weights for one column block do not fit half the weight
-    buffer accumulates over input-channel chunks."""
+    buffer accumulates over input-channel chunks. `whole_oc` allows only one block of all
+    output channels (a result tile whose STORE needs every channel of a pixel)."""
     taps = window.kernel[0] * window.kernel[1]
     icg, ocg = in_channels // groups, out_channels // groups
     wgt_half = arch.weight_buffer_bytes // 2
@@ -134,6 +136,8 @@ def plan_conv(arch: Arch, window: Window, in_channels: int, out_channels: int, g
             if g * ocg * taps * icg <= wgt_half and 3 * g * ocg <= par_half:
                 candidates.append((g * ocg, icg, g * icg))
             g = g // 2 if g > 1 else 0
+    if whole_oc:
+        candidates = [c for c in candidates if c[0] == out_channels]
 
     for oc_block, ic_chunk, loaded in candidates:
         tile = spatial_tile(window, loaded, oc_block, arch.input_buffer_bytes, oc_block, acc_elems)

@@ -9,8 +9,9 @@ The limits follow the instruction set (docs: DESIGN.md section 5):
   MobileNet's 3x3 / 5x5 depthwise) while one tile's input window still fits the input
   buffer; strides up to 4 (patchify stems), dilations up to 4. Groups: 1, depthwise, or any
   grouping whose channels divide evenly.
-- ConvTranspose runs when it does not overlap (kernel == stride, no padding, group 1): that
-  is a 1x1 CONV to `k*k*Cout` channels stored by a strided DMA as a depth-to-space.
+- ConvTranspose runs when it does not overlap (kernel == stride, no padding, groups that
+  divide the channels): that is a 1x1 CONV to `k*k*Cout` channels stored by a strided DMA
+  as a depth-to-space (`conv_transpose_reason`, which `quantize` uses too).
 - POOL: max / average windows with the same kernel and stride limits, and global averages.
 - ELTW: Add / Sub / Mul of two tensors or by constants, Div by a constant (a Mul).
 - POST lookup tables: Sigmoid, HardSigmoid, HardSwish, Tanh, LeakyRelu; Relu and Clip are
@@ -85,13 +86,33 @@ def _conv(op: OnnxOp) -> str | None:
     return None
 
 
-def _conv_transpose(op: OnnxOp) -> str | None:
+def conv_transpose_reason(op: OnnxOp) -> str | None:
+    """Why a ConvTranspose is not the depth-to-space deconvolution the NPU runs, or None.
+
+    It runs when stride == kernel, without padding, output padding or dilation, and its
+    groups divide the channels: every input pixel then writes its own `kh x kw` block of
+    the result (a 1x1 CONV to `kh*kw*Cout` channels whose STORE scatters the blocks).
+    `autocrop` places nodes with this check and `quantize` converts exactly these nodes to
+    `quant.conv_transpose`, so the two always agree."""
     weight = _constant(op.operands[1])
     if weight is None:
         return "its weights are not constants"
+    if weight.ndim != 4:
+        return f"{weight.ndim - 2}-D windows (the NPU runs 2-D ones)"
     kernel = list(weight.shape[2:])
-    if kernel != _attr(op, "strides", [1] * len(kernel)) or any(_attr(op, "pads", [])) or _attr(op, "group", 1) != 1:
-        return "it overlaps (kernel != stride), pads or is grouped; only a depth-to-space deconvolution runs"
+    strides = list(_attr(op, "strides", [1, 1]))
+    if kernel != strides:
+        return f"kernel {'x'.join(map(str, kernel))} != stride {'x'.join(map(str, strides))}; only kernel == stride runs, as a depth-to-space"
+    if any(d != 1 for d in _attr(op, "dilations", [1, 1])):
+        return "it is dilated; only an undilated deconvolution runs"
+    if any(_attr(op, "pads", [])) or any(_attr(op, "output_padding", [])):
+        return "it pads or crops its output; only an unpadded deconvolution runs"
+    group = _attr(op, "group", 1)
+    if weight.shape[0] % group:
+        return f"group {group} does not divide its {weight.shape[0]} input channels"
+    before, after = op.operands[0].type.get_shape(), op.results[0].type.get_shape()
+    if tuple(after[2:]) != (before[2] * kernel[0], before[3] * kernel[1]):
+        return f"its output shape {list(after)} is not the input's H x W times the kernel"
     return _window(op, kernel)
 
 
@@ -150,7 +171,7 @@ def _always(op: OnnxOp) -> str | None:
 
 CAPABILITIES: dict[str, Callable[[OnnxOp], str | None]] = {
     "Conv": _conv,
-    "ConvTranspose": _conv_transpose,
+    "ConvTranspose": conv_transpose_reason,
     "MaxPool": _pool,
     "AveragePool": _pool,
     "GlobalAveragePool": _always,
@@ -189,9 +210,14 @@ def npu_unsupported_reason(op: Operation) -> str | None:
 
 
 def require_npu_support(func: FuncOp) -> None:
-    """Raise a one-line error naming the first node of `func` the NPU cannot run."""
+    """Raise a one-line error naming the first node of `func` the NPU cannot run.
+
+    `func` is an `onnx` graph or, after `quantize`, quant ops (which `quantize` made for the
+    NPU) around the float nodes it left; those float nodes are checked."""
     for op in func.body.block.ops:
         if isinstance(op, InitializerOp) or (isinstance(op, OnnxOp) and op.ONNX_TYPE == "Constant") or op.name == "func.return":
+            continue
+        if op.dialect_name() == "quant":
             continue
         reason = npu_unsupported_reason(op)
         if reason is not None:

@@ -103,6 +103,23 @@ class Graph:
         self._name(op, "conv")
         return op.output
 
+    def conv_transpose(self, x, oc, k=2, group=1, act=None):
+        """A transposed convolution with stride = kernel `k` (int or (kh, kw))."""
+        n, c, h, w = x.type.get_shape()
+        kh, kw = (k, k) if isinstance(k, int) else k
+        s_in = self.qtype(x).scale
+        fan_in = c // group
+        wq, s_w = qp.quantize_weights(self.rng.normal(0, 1.0 / np.sqrt(fan_in), size=(oc, c // group, kh, kw)))
+        wv = self.const(wq, s_w)
+        bv = self.const(qp.quantize_bias(self.rng.normal(0, 0.3, oc), s_in, s_w), s_in * s_w, i32)
+        s_out, zp_out = self.act(s_in * np.sqrt(fan_in) * 0.6)
+        m, s = qp.conv_multipliers(s_in, s_w, s_out)
+        op = quant.ConvTransposeOp(x, wv, bv, qtensor([n, oc, h * kh, w * kw], s_out, zp_out), multiplier=m, shift=s,
+                                   group=group, act_min=zp_out if act == "relu" else -128)  # fmt: skip
+        self.builder.insert(op)
+        self._name(op, "deconv")
+        return op.output
+
     def fc(self, x, n_out):
         k = x.type.get_shape()[-1]
         s_in = self.qtype(x).scale

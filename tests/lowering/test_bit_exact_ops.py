@@ -38,6 +38,27 @@ def test_conv(graph, check_bit_exact, case):
     check_bit_exact(graph, graph.conv(x, **case))
 
 
+CONV_TRANSPOSES = {
+    "2x2_odd_channels": dict(shape=[1, 5, 7, 9], oc=3, k=2),
+    "2x2_one_output_channel": dict(shape=[1, 24, 33, 31], oc=1, k=2, act="relu"),
+    "4x4": dict(shape=[1, 7, 9, 6], oc=11, k=4),
+    "2x3_rectangular": dict(shape=[1, 13, 5, 6], oc=5, k=(2, 3)),
+    "grouped": dict(shape=[1, 12, 9, 9], oc=6, k=2, group=3),
+    "depthwise": dict(shape=[1, 10, 6, 7], oc=10, k=2, group=10),
+    "many_row_tiles": dict(shape=[1, 32, 100, 120], oc=30, k=2),
+    "column_tiles": dict(shape=[1, 64, 3, 1500], oc=24, k=2),
+    "input_channel_chunks": dict(shape=[1, 1100, 3, 3], oc=70, k=2),
+    "taps_split_4x4_wide": dict(shape=[1, 7, 20, 30], oc=45, k=4),
+}
+
+
+@pytest.mark.parametrize("case", CONV_TRANSPOSES.values(), ids=CONV_TRANSPOSES.keys())
+def test_conv_transpose(graph, check_bit_exact, case):
+    case = dict(case)
+    x = graph.input(case.pop("shape"))
+    check_bit_exact(graph, graph.conv_transpose(x, **case))
+
+
 def test_fully_connected(graph, check_bit_exact):
     x = graph.input([1, 37])
     check_bit_exact(graph, graph.fc(x, 19))
