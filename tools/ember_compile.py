@@ -18,6 +18,7 @@ import argparse
 import contextlib
 import os
 import shutil
+import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -78,7 +79,9 @@ def _main(argv: Sequence[str]) -> int:
         crop_inputs=_names(args.inputs), crop_outputs=_names(args.outputs), crop_config=args.crop_config,
         script=args.script, arch=args.arch, input_type=args.input_type,
     )  # fmt: skip
-    console = Console(stderr=True, highlight=False)
+    # progress goes to a terminal's stderr; the summary to stdout; an error is then the only line on stderr
+    progress = Console(stderr=True, highlight=False, quiet=not sys.stderr.isatty())
+    console = Console(highlight=False)
     outdir: Path = args.output_dir
     if outdir.exists() and not outdir.is_dir():
         raise EmberError(f"{outdir}: exists and is not a folder")
@@ -87,24 +90,23 @@ def _main(argv: Sequence[str]) -> int:
     try:
 
         def on_stage(stage: Stage) -> None:
-            console.print(f"[green]✓[/] {stage.name:<10} {stage.seconds:7.2f} s  {' '.join(stage.artifacts)}")
+            progress.print(f"[green]✓[/] {stage.name:<10} {stage.seconds:7.2f} s  {' '.join(stage.artifacts)}")
 
-        console.print(f"[bold]ember-compile[/] {args.model} -> {outdir}/")
-        compiler = Compiler(options, staging, on_stage)
-        summary = compiler.run()
-        if summary.calibration_generated:
-            console.print("[bold red]WARNING: calibrated on GENERATED data (no --calib): accuracy is unmeasured.[/]")
-        for line in summary.messages:
-            console.print(f"  [dim]{line}[/]", overflow="fold")
+        progress.print(f"[bold]ember-compile[/] {args.model} -> {outdir}/")
+        summary = Compiler(options, staging, on_stage).run()
         report = write_report(summary, staging / f"{summary.stem}_report.html")
         (staging / "compile.log").write_text(compile_log(summary))
         moved = _move_into(staging, outdir)
     finally:
         with contextlib.suppress(FileNotFoundError):
             shutil.rmtree(staging)
+    for line in summary.messages:
+        console.print(f"[dim]{line}[/]", overflow="fold")
     console.print(stage_table(summary))
     for name, value in summary.final_cosines.items():
         console.print(f"final output '{name}': cosine to float {value:.4f} (simulator, {len(summary.accuracy.outputs[0].cos_quantized)} samples)")
+    if summary.calibration_generated:
+        console.print("[bold red]WARNING: calibrated on GENERATED data (no --calib): accuracy is unmeasured.[/]")
     console.print(f"[bold]{len(moved)} artifacts in {outdir}/[/]; report: {outdir / report.name}")
     return 0
 
