@@ -4,17 +4,21 @@ Each function is the exact definition that docs/isa.md states in words; the simu
 calls them on the tiles an instruction names. They are vectorised: no Python loop runs over
 pixels or channels (the depthwise convolution loops over kernel taps only).
 
-Requantization always goes through `ember.target.requant.requantize` (single rounding,
-ties towards +inf).
+Requantization is `ember.target.requant.requantize` (single rounding, ties towards +inf),
+computed here for speed in one of three ways that give its result bit for bit: the same
+int64 operations in place (`_rescale`); float64 where an argument shows it exact
+(`_post_float64`); or a lookup in a table of its results over every possible int8 input
+(one or two operands), built with `_rescale` once per parameter set.
 """
 
 from __future__ import annotations
+
+from functools import lru_cache
 
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
 from ember.target.isa import BILINEAR_WEIGHT_BITS, ELTW_ADD_LEFT_SHIFT, RESIZE_FRAC_BITS, ChannelOrder, PixelFormat
-from ember.target.requant import requantize
 
 FLOAT32_EXACT = 2**24
 """Integers below this magnitude, and every partial sum of them, are exact in float32."""
@@ -34,6 +38,88 @@ def _windows(x: np.ndarray, kh: int, kw: int, sh: int, sw: int, dh: int, dw: int
     return as_strided(x, (oh, ow, kh, kw, c), (sh * s0, sw * s1, dh * s0, dw * s1, s2), writeable=False)
 
 
+def _rescale(values: np.ndarray, multiplier, shift, zp_out: int, act_min: int, act_max: int) -> np.ndarray:
+    """`requantize` on an int64 array this function may overwrite: the same int64
+    operations in the same order (so the same wrap-around and rounding), done in place
+    instead of through five temporaries. Returns int64 values in [act_min, act_max]."""
+    values *= multiplier
+    values += np.left_shift(np.int64(1), np.subtract(shift, 1, dtype=np.int64))
+    values >>= shift
+    values += zp_out
+    np.maximum(values, act_min, out=values)
+    np.minimum(values, act_max, out=values)
+    return values
+
+
+def _accumulation_dtype(x: np.ndarray, w: np.ndarray, in_zp: int) -> type:
+    """float32 if every partial sum of every output channel is provably below 2^24, else
+    float64 (exact for any int8 tile: |sum| <= K * 255 * 128 < 2^53).
+
+    Any partial sum of output channel o, in any summation order, is bounded by
+    sum_i |x_i - zp| |w_oi| <= max|x - zp| * sum_i |w_oi|, which is the bound used."""
+    if not x.size:
+        return np.float32
+    centred_max = max(abs(int(x.max()) - in_zp), abs(int(x.min()) - in_zp))
+    weight_l1 = int(np.abs(w.reshape(w.shape[0], -1), dtype=np.int32).sum(axis=1).max()) if w.size else 0
+    return np.float32 if centred_max * weight_l1 < FLOAT32_EXACT else np.float64
+
+
+def _to_int32(out: np.ndarray) -> np.ndarray:
+    """The exact integer sums as int32. Below 2^31 (always the case for float32, and for
+    float64 while K * 255 * 128 < 2^31, K < 65794) a direct cast is exact; beyond that go
+    through int64 so the result wraps as the int32 accumulator does."""
+    if out.dtype == np.float32 or not out.size or float(np.abs(out).max()) < 2.0**31:
+        return out.astype(np.int32)
+    return out.astype(np.int64).astype(np.int32)
+
+
+def _dense_stride1(xc: np.ndarray, wf: np.ndarray, dilation: tuple[int, int], oh: int, ow: int) -> np.ndarray:
+    """Dense stride-1 convolution without im2col. On the row-major flattened input
+    X[ih * iw, ic], output pixel (y, x) at flat position p = y * iw + x reads, for tap
+    (ky, kx), row p + dh * ky * iw + dw * kx: so every tap is one matmul of a contiguous
+    row range of X, accumulated into out[oh * iw, oc]. The iw - ow columns past each output
+    row are junk (they wrap into the next row) and are dropped by the returned view."""
+    ih, iw, ic = xc.shape
+    oc, kh, kw, _ = wf.shape
+    x = xc.reshape(ih * iw, ic)
+    taps = wf.transpose(1, 2, 3, 0)  # [kh, kw, ic, oc]
+    length = (oh - 1) * iw + ow  # rows up to the last valid output pixel
+    out = np.empty((oh * iw, oc), dtype=xc.dtype)
+    np.matmul(x[:length], taps[0, 0], out=out[:length])
+    for ky in range(kh):
+        for kx in range(kw):
+            if ky or kx:
+                offset = dilation[0] * ky * iw + dilation[1] * kx
+                out[:length] += x[offset : offset + length] @ taps[ky, kx]
+    return out.reshape(oh, iw, oc)[:, :ow]
+
+
+def _depthwise(xc: np.ndarray, wf: np.ndarray, stride, dilation, oh: int, ow: int, ocg: int) -> np.ndarray:
+    """Depthwise convolution (channel multiplier ocg). einsum over the window view sums the
+    taps inside its inner loop, which is fastest when each pixel has many channels or the
+    stride is not 1; with few channels at stride 1, one multiply-add per kernel tap on
+    contiguous row ranges of the flattened input (as in `_dense_stride1`) is faster."""
+    ih, iw, ic = xc.shape
+    oc, kh, kw, _ = wf.shape
+    if ocg > 1:
+        xc = np.repeat(xc, ocg, axis=2)  # output channel o reads input channel o // ocg
+    taps = wf[..., 0].transpose(1, 2, 0)  # [kh, kw, oc]
+    if stride != (1, 1) or oc >= 64:
+        return np.einsum("hwyxc,yxc->hwc", _windows(xc, kh, kw, *stride, *dilation), taps)
+    x = xc.reshape(ih * iw, oc)
+    length = (oh - 1) * iw + ow
+    out = np.empty((oh * iw, oc), dtype=xc.dtype)
+    acc, scratch = out[:length], np.empty((length, oc), dtype=xc.dtype)
+    np.multiply(x[:length], taps[0, 0], out=acc)
+    for ky in range(kh):
+        for kx in range(kw):
+            if ky or kx:
+                offset = dilation[0] * ky * iw + dilation[1] * kx
+                np.multiply(x[offset : offset + length], taps[ky, kx], out=scratch)
+                acc += scratch
+    return out.reshape(oh, iw, oc)[:, :ow]
+
+
 def conv(
     x: np.ndarray,
     w: np.ndarray,
@@ -47,34 +133,53 @@ def conv(
 
     The products are summed in float32 BLAS when every partial sum is provably below
     2^24 (so the sum is exact in any order), else in float64 (exact for any int8 tile)."""
+    stride, dilation = tuple(stride), tuple(dilation)
     oc, kh, kw, icg = w.shape
-    ic = x.shape[2]
+    ih, iw, ic = x.shape
     ocg = oc // groups
-    centred_max = max(abs(int(x.max()) - in_zp), abs(int(x.min()) - in_zp)) if x.size else 0
-    bound = kh * kw * icg * centred_max * max(abs(int(w.max())), abs(int(w.min())))
-    ftype = np.float32 if bound < FLOAT32_EXACT else np.float64
+    oh = conv_output_size(ih, kh, stride[0], dilation[0])
+    ow = conv_output_size(iw, kw, stride[1], dilation[1])
+    ftype = _accumulation_dtype(x, w, in_zp)
     xc = x.astype(ftype)
     if in_zp:
         xc -= ftype(in_zp)
     wf = w.astype(ftype)
-    win = _windows(xc, kh, kw, *stride, *dilation)
-    oh, ow = win.shape[:2]
-    if groups == 1:
-        cols = win.reshape(oh * ow, kh * kw * ic)
-        out = cols @ wf.reshape(oc, -1).T
+    if groups == 1 and stride == (1, 1):
+        out = _dense_stride1(xc, wf, dilation, oh, ow)
+    elif groups == 1:
+        cols = _windows(xc, kh, kw, *stride, *dilation).reshape(oh * ow, kh * kw * ic)
+        out = (cols @ wf.reshape(oc, -1).T).reshape(oh, ow, oc)
     elif icg == 1:
-        # Depthwise (with channel multiplier ocg): one multiply-add per kernel tap.
-        src = np.repeat(np.arange(ic), ocg) if ocg > 1 else slice(None)
-        out = np.zeros((oh, ow, oc), dtype=ftype)
-        for ky in range(kh):
-            for kx in range(kw):
-                out += win[:, :, ky, kx, src] * wf[:, ky, kx, 0]
-        out = out.reshape(oh * ow, oc)
+        out = _depthwise(xc, wf, stride, dilation, oh, ow, ocg)
     else:
+        win = _windows(xc, kh, kw, *stride, *dilation)
         cols = win.reshape(oh * ow, kh * kw, groups, icg).transpose(2, 0, 1, 3).reshape(groups, oh * ow, -1)
         wg = wf.reshape(groups, ocg, kh * kw * icg).transpose(0, 2, 1)
-        out = np.matmul(cols, wg).transpose(1, 0, 2).reshape(oh * ow, oc)
-    return out.astype(np.int64).astype(np.int32).reshape(oh, ow, oc)
+        out = np.matmul(cols, wg).transpose(1, 0, 2).reshape(oh, ow, oc)
+    return _to_int32(out)
+
+
+POST_FLOAT64_MAX_SHIFT = 42
+"""POST channels with a shift up to this (or a zero multiplier) requantize in float64."""
+
+
+def _post_float64(acc: np.ndarray, bias: np.ndarray, multiplier: np.ndarray, shift: np.ndarray, offset: int) -> np.ndarray:
+    """(acc + bias) * M * 2^-S + offset + 1/2 in float64, per channel: its floor is exactly
+    the int64 formula's result + offset (after the caller's int8-range clamp) for an int32
+    `acc`, |bias| <= 2^31 - 2^11, S <= 42 and an integer |offset| < 2^9 - 1.
+
+    Why: v = acc + bias is exact (|v| < 2^32) and so is f = M * 2^-S (31-bit M).
+    (a) If |v M| < 2^53 the product t = v f is exact, a multiple of 2^-S; t + offset + 1/2
+    is too, and while its magnitude is below 2^(53-S) it is representable: the floor is
+    exact. Otherwise |t| >= 2^(53-S) - 2^9 >= 2^11 - 2^9 (S <= 42): the exact result lies
+    far outside any int8 clamp range, on the side of t's sign, and the rounded float
+    (rounding is monotone, and 2^11 - 2^9 is representable) lies beyond the same bound:
+    both clamp to the same end. (b) If |v M| >= 2^53, |t| >= 2^11 likewise. The int64
+    reference does not wrap: |v| <= 2^32 - 2^11 and M < 2^31 keep |v M| + 2^(S-1) < 2^63."""
+    t = np.add(acc, bias, dtype=np.float64)
+    t *= np.ldexp(multiplier.astype(np.float64), -shift)
+    t += offset + 0.5
+    return t
 
 
 def post(
@@ -87,12 +192,77 @@ def post(
     act_max: int,
     lut: np.ndarray | None,
 ) -> np.ndarray:
-    """int32 [count, channels] -> int8: per-channel requantization, clamp, then (if given)
-    `y = lut[y + 128]`."""
-    y = requantize(acc, multiplier, shift, zp_out, act_min, act_max, bias=bias, channel_axis=-1)
+    """int32 [count, channels] -> int8: per-channel requantization (`requantize` with
+    `bias`), clamp, then (if given) `y = lut[y + 128]`.
+
+    Channels whose shift allows it go through float64 (`_post_float64` says why that is
+    exact); the others, and accumulators that are not int32, through the int64 formula.
+    Both compute u = y + 128 in [0, 255], whose float64 -> uint8 cast truncates, which is
+    the floor for these non-negative values (clamping before or after the floor is the
+    same, the bounds being integers); u indexes the table, or u ^ 0x80 is y's int8 byte."""
+    bias, multiplier, shift = (np.asarray(p, dtype=np.int64) for p in (bias, multiplier, shift))
+    low, high = act_min + 128, act_max + 128
+    exact = (shift <= POST_FLOAT64_MAX_SHIFT) | (multiplier == 0)
+    if acc.dtype == np.int32 and bias.size and int(np.abs(bias).max()) <= 2**31 - 2**11 and exact.any():
+        u = _post_float64(acc, bias, multiplier, shift, zp_out + 128)
+        columns = np.flatnonzero(~exact)
+    else:
+        u = np.empty(acc.shape, dtype=np.float64)
+        columns = np.arange(acc.shape[-1])
+    if columns.size:
+        values = acc[:, columns].astype(np.int64)
+        values += bias[columns]
+        u[:, columns] = _rescale(values, multiplier[columns], shift[columns], zp_out + 128, low, high)
+    np.clip(u, low, high, out=u)
+    index = u.astype(np.uint8)
     if lut is not None:
-        return lut[y + 128]
-    return y.astype(np.int8)
+        return np.take(lut, index)
+    index ^= 0x80
+    return index.view(np.int8)
+
+
+_INT8_BY_UINT8 = np.arange(256, dtype=np.uint8).view(np.int8)
+"""The int8 value of each byte 0..255 (two's complement): index order of the ELTW tables."""
+
+
+def _pair_index(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """256 * byte(a) + byte(b), broadcasting b over a."""
+    index = a.view(np.uint8).astype(np.uint16)
+    index <<= 8
+    index |= b.view(np.uint8)
+    return index
+
+
+@lru_cache(maxsize=4096)
+def _eltw_table(mode: str, *params: int) -> np.ndarray:
+    """The int8 result of an ELTW for every pair of int8 inputs, [256 * 256] indexed by
+    `_pair_index`: the int64 formula evaluated once per parameter set (at most 64 KiB each;
+    a layer's parameters repeat in every tile and every inference)."""
+    a = np.repeat(_INT8_BY_UINT8, 256).reshape(256, 256)
+    b = np.tile(_INT8_BY_UINT8, 256).reshape(256, 256)
+    formula = _eltw_add_int64 if mode == "add" else _eltw_mul_int64
+    return formula(a, b, *params).reshape(-1)
+
+
+def _eltw_add_int64(a, b, zp_a, zp_b, mult_a, shift_a, mult_b, shift_b, mult_out, shift_out, zp_out, act_min, act_max):
+    wide = (-(2**31), 2**31 - 1)
+
+    def rescaled(x: np.ndarray, zp: int, mult: int, shift: int) -> np.ndarray:
+        values = x.astype(np.int64)
+        values -= zp
+        values <<= ELTW_ADD_LEFT_SHIFT
+        return _rescale(values, mult, shift, 0, *wide)
+
+    total = rescaled(a, zp_a, mult_a, shift_a)
+    total += rescaled(b, zp_b, mult_b, shift_b)
+    return _rescale(total, mult_out, shift_out, zp_out, act_min, act_max).astype(np.int8)
+
+
+def _eltw_mul_int64(a, b, zp_a, zp_b, mult_out, shift_out, zp_out, act_min, act_max):
+    product = a.astype(np.int64)
+    product -= zp_a
+    product *= b.astype(np.int64) - zp_b
+    return _rescale(product, mult_out, shift_out, zp_out, act_min, act_max).astype(np.int8)
 
 
 def eltw_add(
@@ -108,12 +278,10 @@ def eltw_add(
     act_max: int,
 ) -> np.ndarray:
     """Add with per-input rescale: each input, centred and scaled by 2^20, is requantized
-    (zero point 0, no clamp) to a common scale; the int64 sum is requantized to the output."""
-    wide = (-(2**31), 2**31 - 1)
-    a2 = requantize((a.astype(np.int64) - zp_a) << ELTW_ADD_LEFT_SHIFT, *rescale_a, 0, *wide)
-    b2 = requantize((b.astype(np.int64) - zp_b) << ELTW_ADD_LEFT_SHIFT, *rescale_b, 0, *wide)
-    total = a2.astype(np.int64) + b2
-    return requantize(total, *rescale_out, zp_out, act_min, act_max).astype(np.int8)
+    (zero point 0, no clamp) to a common scale; the int64 sum is requantized to the output.
+    b may be [1, c] against a [n, c]. Evaluated by lookup in the table of all int8 pairs."""
+    params = (zp_a, zp_b, *rescale_a, *rescale_b, *rescale_out, zp_out, act_min, act_max)
+    return np.take(_eltw_table("add", *map(int, params)), _pair_index(a, b))
 
 
 def eltw_mul(
@@ -126,9 +294,10 @@ def eltw_mul(
     act_min: int,
     act_max: int,
 ) -> np.ndarray:
-    """Multiply: requantize((a - zp_a) * (b - zp_b)) to the output."""
-    product = (a.astype(np.int64) - zp_a) * (b.astype(np.int64) - zp_b)
-    return requantize(product, *rescale_out, zp_out, act_min, act_max).astype(np.int8)
+    """Multiply: requantize((a - zp_a) * (b - zp_b)) to the output. b may be [1, c]
+    against a [n, c]. Evaluated by lookup in the table of all int8 pairs."""
+    params = (zp_a, zp_b, *rescale_out, zp_out, act_min, act_max)
+    return np.take(_eltw_table("mul", *map(int, params)), _pair_index(a, b))
 
 
 def _valid_taps(size: int, kernel: int, stride: int, pad_lo: int, pad_hi: int, out: int) -> np.ndarray:
@@ -164,16 +333,36 @@ def pool_sum(
     x: np.ndarray, kernel: tuple[int, int], stride: tuple[int, int], pads: tuple[int, int, int, int], zp_in: int
 ) -> np.ndarray:
     """Window sums of x - zp_in over the counted taps (padding contributes 0): int64
-    [oh, ow, c], through a summed-area table so large windows cost no more than small."""
-    _window_counts(x, kernel, stride, pads)
+    [oh, ow, c]. A single window (global pooling) is one sum; otherwise a summed-area table
+    makes large windows cost no more than small."""
+    counts = _window_counts(x, kernel, stride, pads)
     ih, iw, c = x.shape
     (kh, kw), (sh, sw) = kernel, stride
+    if counts.shape[:2] == (1, 1):
+        top, bottom, left, right = pads
+        inner = x[top : min(kh, ih - bottom), left : min(kw, iw - right)]
+        return (inner.sum(axis=(0, 1), dtype=np.int64) - zp_in * counts[0, 0]).reshape(1, 1, c)
     centred = _blank_padding(x.astype(np.int64) - zp_in, pads, 0)
     integral = np.zeros((ih + 1, iw + 1, c), dtype=np.int64)
     np.cumsum(np.cumsum(centred, axis=0), axis=1, out=integral[1:, 1:])
     y0 = np.arange(conv_output_size(ih, kh, sh, 1))[:, None] * sh
     x0 = np.arange(conv_output_size(iw, kw, sw, 1))[None, :] * sw
     return integral[y0 + kh, x0 + kw] - integral[y0, x0 + kw] - integral[y0 + kh, x0] + integral[y0, x0]
+
+
+@lru_cache(maxsize=4096)
+def _unary_table(zp_in: int, multiplier: int, shift: int, zp_out: int, act_min: int, act_max: int) -> np.ndarray:
+    """requantize(v - zp_in) for every int8 v, [256] int8 indexed by v's byte: the int64
+    formula evaluated once per parameter set."""
+    values = _INT8_BY_UINT8.astype(np.int64) - zp_in
+    return _rescale(values, multiplier, shift, zp_out, act_min, act_max).astype(np.int8)
+
+
+def _lookup(x: np.ndarray, table: np.ndarray, lut: np.ndarray | None) -> np.ndarray:
+    """table[byte(x)], then through `lut` (y -> lut[y + 128]) if given."""
+    if lut is not None:
+        table = np.take(lut, table.view(np.uint8) ^ 0x80)  # composed: lut[table + 128]
+    return np.take(table, x.view(np.uint8))
 
 
 def pool(
@@ -198,12 +387,16 @@ def pool(
     if avg:
         count = _window_counts(x, kernel, stride, pads)
         value = (2 * pool_sum(x, kernel, stride, pads, zp_in) + count) // (2 * count)
-    else:
-        _window_counts(x, kernel, stride, pads)
-        masked = _blank_padding(x.astype(np.int16), pads, np.iinfo(np.int16).min)
-        value = _windows(masked, *kernel, *stride, 1, 1).max(axis=(2, 3)).astype(np.int64) - zp_in
-    y = requantize(value, *rescale, zp_out, act_min, act_max)
-    return lut[y + 128] if lut is not None else y.astype(np.int8)
+        y = _rescale(value, *rescale, zp_out, act_min, act_max)
+        return lut[y + 128] if lut is not None else y.astype(np.int8)
+    # requantize is monotone (M >= 0), so it commutes with max: pool the int8 values and
+    # look the maximum up in requantize's table. Padding is blanked with -128, which never
+    # exceeds a counted tap, and every window has one.
+    _window_counts(x, kernel, stride, pads)
+    if any(pads):
+        x = _blank_padding(x.copy(), pads, -128)
+    peak = x if kernel == (1, 1) and stride == (1, 1) else _windows(x, *kernel, *stride, 1, 1).max(axis=(2, 3))
+    return _lookup(peak, _unary_table(int(zp_in), int(rescale[0]), int(rescale[1]), zp_out, act_min, act_max), lut)
 
 
 def _source_coords(out: int, step: int, offset: int) -> np.ndarray:
@@ -233,26 +426,27 @@ def resize(
     oh, ow = out_size
     sy = _source_coords(oh, step[0], offset[0])
     sx = _source_coords(ow, step[1], offset[1])
-    centred = x.astype(np.int64) - zp_in
     if not bilinear:
+        # v is one input value: y is requantize's table at the picked pixel
         iy = np.clip(sy >> RESIZE_FRAC_BITS, 0, ih - 1)
         ix = np.clip(sx >> RESIZE_FRAC_BITS, 0, iw - 1)
-        value = centred[iy][:, ix]
-    else:
-        drop = RESIZE_FRAC_BITS - BILINEAR_WEIGHT_BITS
-        one = 1 << BILINEAR_WEIGHT_BITS
+        table = _unary_table(int(zp_in), int(rescale[0]), int(rescale[1]), zp_out, act_min, act_max)
+        return _lookup(x[iy][:, ix], table, None)
+    drop = RESIZE_FRAC_BITS - BILINEAR_WEIGHT_BITS
+    one = 1 << BILINEAR_WEIGHT_BITS
 
-        def taps(s: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-            s = np.clip(s, 0, (size - 1) << RESIZE_FRAC_BITS)
-            i0 = s >> RESIZE_FRAC_BITS
-            frac = (s & ((1 << RESIZE_FRAC_BITS) - 1)) >> drop
-            return i0, np.minimum(i0 + 1, size - 1), frac
+    def taps(s: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        s = np.clip(s, 0, (size - 1) << RESIZE_FRAC_BITS)
+        i0 = s >> RESIZE_FRAC_BITS
+        frac = (s & ((1 << RESIZE_FRAC_BITS) - 1)) >> drop
+        return i0, np.minimum(i0 + 1, size - 1), frac
 
-        y0, y1, fy = taps(sy, ih)
-        x0, x1, fx = taps(sx, iw)
-        rows = centred[y0] * (one - fy)[:, None, None] + centred[y1] * fy[:, None, None]
-        value = rows[:, x0] * (one - fx)[None, :, None] + rows[:, x1] * fx[None, :, None]
-    return requantize(value, *rescale, zp_out, act_min, act_max).astype(np.int8)
+    y0, y1, fy = taps(sy, ih)
+    x0, x1, fx = taps(sx, iw)
+    centred = x.astype(np.int64) - zp_in
+    rows = centred[y0] * (one - fy)[:, None, None] + centred[y1] * fy[:, None, None]
+    value = rows[:, x0] * (one - fx)[None, :, None] + rows[:, x1] * fx[None, :, None]
+    return _rescale(value, *rescale, zp_out, act_min, act_max).astype(np.int8)
 
 
 def nv12_to_rgb(y_plane: np.ndarray, uv_plane: np.ndarray) -> np.ndarray:
