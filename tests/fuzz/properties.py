@@ -56,13 +56,6 @@ class Property:
 
 PROPERTIES: dict[str, Property] = {}
 
-KNOWN_FAILURES: dict[str, str] = {
-    "autocrop": "autocrop loses a graph output produced by a trailing Identity (the main part ends at its "
-    "input and no part produces the output's name); reported to the owner of passes/autocrop.py",
-}
-"""Properties that fuzzing found broken, with the bug; the test suite expects them to
-fail (strictly, so a fix shows up) until the entry is removed."""
-
 
 def register(name: str, requires: tuple[str, ...] = ()) -> Callable[[Callable[[GeneratedModel], None]], Callable[[GeneratedModel], None]]:
     """Add a property to `PROPERTIES` under `name`."""

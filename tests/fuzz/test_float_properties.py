@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 
 from graphs import GeneratedModel, models
-from properties import KNOWN_FAILURES, PROPERTIES
+from properties import PROPERTIES
 
 SMALL_BUDGET = settings(
     max_examples=25,
@@ -21,10 +21,7 @@ SMALL_BUDGET = settings(
 )
 
 
-@pytest.mark.parametrize(
-    "name",
-    [pytest.param(name, marks=pytest.mark.xfail(reason=KNOWN_FAILURES[name], strict=True)) if name in KNOWN_FAILURES else name for name in sorted(PROPERTIES)],
-)
+@pytest.mark.parametrize("name", sorted(PROPERTIES))
 def test_property(name: str) -> None:
     prop = PROPERTIES[name]
     if missing := prop.missing():
