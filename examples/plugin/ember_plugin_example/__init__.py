@@ -1,0 +1,1 @@
+"""An example of a pass that lives outside Ember: `onnx-op-histogram`."""
