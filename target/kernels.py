@@ -103,7 +103,7 @@ def _depthwise(xc: np.ndarray, wf: np.ndarray, stride, dilation, oh: int, ow: in
     oc, kh, kw, _ = wf.shape
     if ocg > 1:
         xc = np.repeat(xc, ocg, axis=2)  # output channel o reads input channel o // ocg
-    taps = wf[..., 0].transpose(1, 2, 0)  # [kh, kw, oc]
+    taps = np.ascontiguousarray(wf[..., 0].transpose(1, 2, 0))  # [kh, kw, oc]; einsum is slow on views
     if stride != (1, 1) or oc >= 64:
         return np.einsum("hwyxc,yxc->hwc", _windows(xc, kh, kw, *stride, *dilation), taps)
     x = xc.reshape(ih * iw, oc)
@@ -210,9 +210,10 @@ def post(
         u = np.empty(acc.shape, dtype=np.float64)
         columns = np.arange(acc.shape[-1])
     if columns.size:
-        values = acc[:, columns].astype(np.int64)
-        values += bias[columns]
-        u[:, columns] = _rescale(values, multiplier[columns], shift[columns], zp_out + 128, low, high)
+        # a row per channel: per-channel operands then broadcast along long inner loops
+        values = acc.T[columns].astype(np.int64)
+        values += bias[columns, None]
+        u[:, columns] = _rescale(values, multiplier[columns, None], shift[columns, None], zp_out + 128, low, high).T
     np.clip(u, low, high, out=u)
     index = u.astype(np.uint8)
     if lut is not None:
