@@ -390,14 +390,10 @@ def lower_conv_transpose(lw: _Lowering, op: quant.ConvTransposeOp) -> None:
     fields = _requant_fields(op, oc)
     in_zp = quant_type_of(op.input).zero_point
     taps = kh * kw
-    if max(kh, kw) > 255:
-        raise EmberError(f"{b.node}: a {kh}x{kw} transposed-convolution kernel exceeds the NPU's 255; {HOST_HINT}")
-    plan = None
-    if group == 1:
-        try:
-            plan = plan_conv(lw.arch, Window(x.rows, x.cols, (1, 1)), x.channels, taps * oc, 1, whole_oc=True)
-        except TilingError:
-            plan = None
+    try:
+        plan = plan_conv(lw.arch, Window(x.rows, x.cols, (1, 1)), x.channels, taps * oc, 1, whole_oc=True) if group == 1 else None
+    except TilingError:
+        plan = None
     if plan is not None:
         tiled = {k: np.tile(fields.pop(k), taps) for k in ("bias", "multiplier", "shift")}
         layer = _ConvLayer(
@@ -419,7 +415,6 @@ def lower_conv_transpose(lw: _Lowering, op: quant.ConvTransposeOp) -> None:
                 weights=np.ascontiguousarray(w[:, :, i, j].reshape(oc, 1, 1, icg)).astype(np.int8),
                 stride=(1, 1), dilation=(1, 1), pads=(0, 0, 0, 0), groups=group, in_zp=in_zp, **fields,
             )  # fmt: skip
-
             _conv_layer(lw, x, TensorView(y.region, x.rows, x.cols, oc), layer, store=_tap_store(b, y, (kh, kw), (i, j)))
 
 
