@@ -28,6 +28,7 @@ from ember.target.isa import (
     Buffer,
     ChannelOrder,
     EltwMode,
+    Engine,
     Instruction,
     Opcode,
     PixelFormat,
@@ -95,11 +96,22 @@ class Stats:
     dram_write_bytes: int
     layer_cycles: dict[str, int]
     clock_mhz: int
+    layer_compute_cycles: dict[str, int]
+    """Per layer: busy cycles of its compute-engine instructions."""
+    layer_macs: dict[str, int]
+    mac_array: int
+    """MACs the array does per cycle (rows x columns)."""
 
     @property
     def npu_ms(self) -> float:
         """Estimated NPU latency of one inference in milliseconds."""
         return self.total_cycles / (self.clock_mhz * 1000.0)
+
+    def layer_utilization(self, layer: str) -> float:
+        """The layer's MACs / (its compute-engine cycles x MAC array): how full the array is
+        while the layer computes (0 for a layer without compute or MACs)."""
+        busy = self.layer_compute_cycles.get(layer, 0)
+        return self.layer_macs.get(layer, 0) / (busy * self.mac_array) if busy else 0.0
 
 
 class Simulator:
@@ -159,8 +171,14 @@ class Simulator:
         total_macs = sum(macs(insn) for insn in self.program)
         array = self.arch.mac_rows * self.arch.mac_cols
         layers: Counter[str] = Counter()
+        compute: Counter[str] = Counter()
+        layer_macs: Counter[str] = Counter()
         for i, (_, node) in enumerate(self.ebin.debug):
-            layers[node or "(none)"] += int(sched.cost[i])
+            name = node or "(none)"
+            layers[name] += int(sched.cost[i])
+            if sched.engines[i] == Engine.COMPUTE:
+                compute[name] += int(sched.cost[i])
+            layer_macs[name] += macs(self.program[i])
         read = sum(dma_bytes(insn) for insn in self.program if insn.opcode == Opcode.LOAD)
         written = sum(dma_bytes(insn) for insn in self.program if insn.opcode == Opcode.STORE)
         total = sched.total_cycles
@@ -174,6 +192,9 @@ class Simulator:
             dram_write_bytes=written,
             layer_cycles=dict(layers),
             clock_mhz=self.arch.clock_mhz,
+            layer_compute_cycles=dict(compute),
+            layer_macs=dict(layer_macs),
+            mac_array=array,
         )
 
     def run(

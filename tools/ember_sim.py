@@ -5,8 +5,9 @@
 
 Writes `<output name>.npy` for every model output into the output directory. Inputs must
 have exactly the shape and dtype of the binary's IODESC. `--stats` prints instruction
-counts, cycles, MAC utilization, DRAM traffic, per-layer cycles and, as its last line,
-the simulator's wall-clock `N ms per inference` (mean over `--repeat` runs).
+counts, cycles, MAC utilization, DRAM traffic, per-layer cycles, MACs and MAC utilization
+and, as its last line, the simulator's wall-clock `N ms per inference` (mean over
+`--repeat` runs).
 """
 
 from __future__ import annotations
@@ -72,13 +73,17 @@ def format_stats(stats: Stats, rows: int, cols: int, wall_ms: float, runs: int) 
     kinds = ", ".join(f"{k} {n}" for k, n in stats.instructions.items())
     busy = ", ".join(f"{k} {v}" for k, v in stats.engine_cycles.items())
     width = max((len(name) for name in stats.layer_cycles), default=0)
-    layers = "\n".join(f"  {name:<{width}}  {c}" for name, c in stats.layer_cycles.items())
+    layers = "\n".join(
+        f"  {name:<{width}}  {c:>10}  {stats.layer_macs.get(name, 0):>12} MACs  {100 * stats.layer_utilization(name):5.1f}%"
+        for name, c in stats.layer_cycles.items()
+    )
     return (
         f"instructions: {sum(stats.instructions.values())} ({kinds})\n"
         f"cycles: {stats.total_cycles} total; busy {busy}\n"
         f"MAC utilization: {100 * stats.mac_utilization:.1f}% ({stats.macs} MACs on a {rows}x{cols} array)\n"
         f"DRAM traffic: {stats.dram_read_bytes} bytes read, {stats.dram_write_bytes} bytes written\n"
-        f"per-layer cycles (busy, all engines):\n{layers}\n"
+        f"per-layer cycles (busy, all engines), MACs, MAC utilization (MACs / (compute-engine cycles x array)):\n"
+        f"{layers}\n"
         f"estimated NPU latency: {stats.npu_ms:.4f} ms at {stats.clock_mhz} MHz\n"
         f"{wall_ms:.3f} ms per inference (simulator wall clock, mean of {runs} runs)\n"
     )

@@ -36,8 +36,9 @@ def test_sim_stats_trace_dumps_and_repeat(model_files, tmp_path, capsys):
     assert lines[1].startswith("cycles: ") and "busy load " in lines[1]
     assert lines[2].startswith("MAC utilization: ") and "(192 MACs on a 16x16 array)" in lines[2]
     assert lines[3] == "DRAM traffic: 172 bytes read, 80 bytes written"
-    assert lines[4] == "per-layer cycles (busy, all engines):"
+    assert lines[4] == "per-layer cycles (busy, all engines), MACs, MAC utilization (MACs / (compute-engine cycles x array)):"
     assert [line.split()[0] for line in lines[5:8]] == ["conv1", "pool1", "(none)"]
+    assert lines[5].split()[2:] == ["192", "MACs", "1.4%"] and lines[6].split()[2:] == ["0", "MACs", "0.0%"]
     assert lines[8].startswith("estimated NPU latency: ") and lines[8].endswith(" ms at 800 MHz")
     assert lines[9].endswith(" ms per inference (simulator wall clock, mean of 3 runs)")
     float(lines[9].split()[0])
@@ -47,6 +48,25 @@ def test_sim_stats_trace_dumps_and_repeat(model_files, tmp_path, capsys):
     assert sorted(p.name for p in dumps.iterdir()) == ["t1.npy", "y.npy"]
     assert np.array_equal(np.load(dumps / "y.npy"), expected)
     assert np.load(dumps / "t1.npy").shape == (1, 4, 4, 4)
+
+
+def test_sim_stats_layer_mac_utilization(model_files):
+    """Per layer: MACs of its CONVs over its compute-engine cycles times the MAC array."""
+    from ember.target.cost import macs
+    from ember.target.simulator import Simulator
+
+    model, _, _ = model_files
+    sim = Simulator(ebin.load(str(model)))
+    stats = sim.stats()
+    sched = sim.schedule
+    conv1 = [i for i, (_, node) in enumerate(sim.ebin.debug) if node == "conv1"]
+    busy = sum(int(sched.cost[i]) for i in conv1 if sched.engines[i] == isa.Engine.COMPUTE)
+    assert busy == 32 + 20  # CONV and POST; its LOADs and STORE run on the other engines
+    assert stats.layer_compute_cycles["conv1"] == busy
+    assert sum(macs(sim.program[i]) for i in conv1) == 192  # 4x4 pixels x 4 outputs x 3 inputs (1x1)
+    assert stats.layer_macs == {"conv1": 192, "pool1": 0, "(none)": 0}
+    assert stats.layer_utilization("conv1") == 192 / (busy * 16 * 16)
+    assert stats.layer_utilization("pool1") == 0.0 and stats.layer_utilization("no such layer") == 0.0
 
 
 @pytest.mark.parametrize(
