@@ -91,6 +91,12 @@ def _autocrop() -> type[ModulePass]:
     return AutocropPass
 
 
+def _cross_layer_equalize() -> type[ModulePass]:
+    from ember.passes.cross_layer_equalize import CrossLayerEqualizePass
+
+    return CrossLayerEqualizePass
+
+
 def _calibrate() -> type[ModulePass]:
     from ember.passes.calibrate import CalibratePass
 
@@ -116,6 +122,7 @@ PASSES: dict[str, Callable[[], type[ModulePass]]] = {
     "extract-normalization": _extract_normalization,
     "crop": _crop,
     "autocrop": _autocrop,
+    "cross-layer-equalize": _cross_layer_equalize,
     "calibrate": _calibrate,
     "quantize": _quantize,
     "lower-quant-to-npu": _lower_quant_to_npu,
