@@ -141,7 +141,8 @@ def _backward(bn: OnnxOp, channels: int) -> _Backward | str:
         return f"the weight '{value_name(slots[1])}' of {describe(producer)} is not a constant"
     if len(slots) > 2 and slots[2] is not None and constant_array(slots[2]) is None:
         return f"the bias '{value_name(slots[2])}' of {describe(producer)} is not a constant"
-    if producer.ONNX_TYPE == "MatMul" and (weight.ndim != 2 or len(producer.results[0].type.get_shape()) != 2):
+    result_type = producer.results[0].type
+    if producer.ONNX_TYPE == "MatMul" and (weight.ndim != 2 or not isinstance(result_type, TensorType) or len(result_type.get_shape()) != 2):
         return f"{describe(producer)} is not a 2-D matrix product"
     if (count := _output_channels(producer, weight)) != channels:
         return f"{describe(producer)} has {count} output channels but the BatchNormalization has {channels}"

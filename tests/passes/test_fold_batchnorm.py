@@ -181,3 +181,27 @@ def test_non_constant_parameters_are_reported(kit, capsys):
     assert capsys.readouterr().err == "fold-batchnorm: BatchNormalization 'bn': kept: parameter 'bn.gamma' is not a constant\n"
     feeds = {"x": RNG.normal(size=(1, 3, 4, 4)).astype(np.float32), "bn.gamma": gamma}
     kit.assert_close(kit.run(kit.export(module), feeds), kit.run(model, feeds))
+
+
+def test_unranked_matmul_input_is_kept_not_crashed(kit, capsys):
+    """Found by the fuzzer: at opset 11 shape inference leaves a Reshape by a computed
+    shape unranked, so the MatMul before the BN has no static rank."""
+    from onnx import TensorProto, numpy_helper
+
+    inits = [numpy_helper.from_array(RNG.normal(size=(4, 3)).astype(np.float32), "w")]
+    inits += [numpy_helper.from_array(v, k) for k, v in _bn_params("bn", 3).items()]
+    nodes = [
+        helper.make_node("Relu", ["x"], ["r"]),
+        helper.make_node("Shape", ["r"], ["s"]),
+        helper.make_node("Reshape", ["r", "s"], ["rs"]),
+        helper.make_node("MatMul", ["rs", "w"], ["m"]),
+        _bn("m", "y"),
+    ]
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", "k"])], [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, None])], inits
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 11)], ir_version=7)
+    module = kit.apply(kit.imported(model), FoldBatchNormPass(remarks=True))
+    assert capsys.readouterr().err == "fold-batchnorm: BatchNormalization 'bn': kept: its input rank is unknown\n"
+    feeds = {"x": RNG.normal(size=(2, 4)).astype(np.float32)}
+    kit.assert_close(kit.run(kit.export(module), feeds), kit.run(model, feeds))
