@@ -1,0 +1,190 @@
+"""The simulator kernels' fast paths give the reference formulas bit for bit.
+
+`target/kernels.py` computes requantization in float64 where it argues exactness, through
+lookup tables of all int8 inputs, and convolutions without im2col; each case below drives
+one of those paths to its edges (ties, saturation, int32 extremes, the shift boundary,
+wrap-around) and compares with `requantize` in int64 or a direct int64 convolution."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from ember.target import kernels
+from ember.target.isa import ELTW_ADD_LEFT_SHIFT
+from ember.target.requant import requantize
+
+INT32 = np.iinfo(np.int32)
+
+
+def reference_post(acc, bias, m, s, zp, lo, hi, lut):
+    y = requantize(acc, m, s, zp, lo, hi, bias=bias, channel_axis=-1)
+    return lut[y + 128] if lut is not None else y.astype(np.int8)
+
+
+def post_case(rng, n, shifts):
+    """acc rows: random, int32 extremes, and exact ties v * M = (2k + 1) 2^(S-1) per channel."""
+    c = len(shifts)
+    s = np.asarray(shifts, dtype=np.int64)
+    m = rng.integers(2**30, 2**31, c)
+    m[0] = 0  # a flushed multiplier
+    bias = rng.integers(-(2**20), 2**20, c)
+    acc = rng.integers(-(2**24), 2**24, (n, c))
+    acc[0], acc[1] = INT32.min, INT32.max
+    # a tie: with M = 2^30 and S >= 31, v = (2k + 1) 2^(S-31) hits the midpoint exactly
+    tie = s >= 31
+    m[1:][tie[1:]] = 2**30
+    k = rng.integers(-40, 40, c)
+    v = (2 * k + 1) * (np.int64(1) << np.maximum(s - 31, 0))
+    acc[2] = np.where(tie & (np.abs(v - bias) < 2**31 - 1), v - bias, acc[2])
+    acc[3] = np.clip(acc[2] + 1, INT32.min, INT32.max)
+    return acc.astype(np.int32), bias, m, s
+
+
+@pytest.mark.parametrize("shifts", [list(range(30, 43)), list(range(36, 63, 2)), [1, 12, 31, 42, 43, 62]])
+@pytest.mark.parametrize("with_lut", [False, True])
+def test_post_matches_int64_requantize(shifts, with_lut):
+    rng = np.random.default_rng(len(shifts) + with_lut)
+    acc, bias, m, s = post_case(rng, 64, shifts)
+    lut = rng.integers(-128, 128, 256).astype(np.int8) if with_lut else None
+    for zp, lo, hi in ((0, -128, 127), (-128, -128, 127), (127, -128, 127), (5, -20, 90)):
+        got = kernels.post(acc, bias, m, s, zp, lo, hi, lut)
+        assert got.dtype == np.int8
+        assert np.array_equal(got, reference_post(acc, bias, m, s, zp, lo, hi, lut))
+
+
+def test_post_float64_path_limits():
+    """A bias too large for the float64 argument, and an int64 accumulator (POOL sums),
+    go through int64: including a product that wraps in int64, as the reference does."""
+    acc = np.array([[INT32.max, INT32.min, 7]], dtype=np.int32)
+    bias = np.array([INT32.max, INT32.min, INT32.max])
+    m, s = np.full(3, 2**31 - 1), np.full(3, 40)
+    assert np.array_equal(kernels.post(acc, bias, m, s, 3, -128, 127, None), reference_post(acc, bias, m, s, 3, -128, 127, None))
+    wide = np.array([[2**40, -(2**40), 12345]], dtype=np.int64)
+    assert np.array_equal(kernels.post(wide, np.zeros(3), m, s, 0, -128, 127, None), reference_post(wide, np.zeros(3), m, s, 0, -128, 127, None))
+
+
+def test_rescale_is_requantize():
+    rng = np.random.default_rng(3)
+    values = rng.integers(-(2**40), 2**40, (50, 8))
+    m, s = rng.integers(0, 2**31, 8), rng.integers(1, 63, 8)
+    expected = requantize(values, m, s, -7, -100, 110)
+    assert np.array_equal(kernels._rescale(values.copy(), m, s, -7, -100, 110), expected)
+
+
+def eltw_add_reference(a, b, zp_a, zp_b, ra, rb, ro, zp, lo, hi):
+    wide = (-(2**31), 2**31 - 1)
+    a2 = requantize((a.astype(np.int64) - zp_a) << ELTW_ADD_LEFT_SHIFT, *ra, 0, *wide)
+    b2 = requantize((b.astype(np.int64) - zp_b) << ELTW_ADD_LEFT_SHIFT, *rb, 0, *wide)
+    return requantize(a2.astype(np.int64) + b2, *ro, zp, lo, hi).astype(np.int8)
+
+
+@pytest.mark.parametrize("broadcast", [False, True])
+def test_eltw_tables_match_the_int64_formulas(broadcast):
+    rng = np.random.default_rng(11 + broadcast)
+    every = np.arange(-128, 128, dtype=np.int8)
+    a = np.repeat(every, 256).reshape(-1, 256)  # every pair of int8 values
+    b = every[None, :] if broadcast else np.tile(every, 256).reshape(-1, 256)
+    for _ in range(3):
+        zp_a, zp_b, zp = (int(v) for v in rng.integers(-128, 128, 3))
+        ra, rb = (int(rng.integers(2**30, 2**31)), 31), (int(rng.integers(2**30, 2**31)), int(rng.integers(30, 34)))
+        ro = (int(rng.integers(2**30, 2**31)), int(rng.integers(45, 55)))
+        got = kernels.eltw_add(a, b, zp_a, zp_b, ra, rb, ro, zp, -128, 127)
+        assert np.array_equal(got, eltw_add_reference(a, b, zp_a, zp_b, ra, rb, ro, zp, -128, 127))
+        mo = (int(rng.integers(2**30, 2**31)), int(rng.integers(30, 45)))
+        product = (a.astype(np.int64) - zp_a) * (b.astype(np.int64) - zp_b)
+        expected = requantize(product, *mo, zp, -50, 127).astype(np.int8)
+        assert np.array_equal(kernels.eltw_mul(a, b, zp_a, zp_b, mo, zp, -50, 127), expected)
+
+
+def test_max_pool_and_nearest_resize_by_table():
+    rng = np.random.default_rng(5)
+    x = rng.integers(-128, 128, (7, 9, 5)).astype(np.int8)
+    x[0, 0] = -128  # a counted tap equal to the padding blank
+    lut = rng.integers(-128, 128, 256).astype(np.int8)
+    rescale, zp_in = (int(rng.integers(2**30, 2**31)), 32), -3
+    pads = (1, 0, 1, 1)
+    padded = x.astype(np.int64)
+    top, bottom, left, right = pads
+    valid = np.zeros(x.shape[:2], bool)
+    valid[top : x.shape[0] - bottom, left : x.shape[1] - right] = True
+    for lut_or_none in (None, lut):
+        got = kernels.pool(x, False, (3, 3), (2, 2), pads, zp_in, rescale, 4, -128, 127, lut_or_none)
+        for oy in range(got.shape[0]):
+            for ox in range(got.shape[1]):
+                window = padded[2 * oy : 2 * oy + 3, 2 * ox : 2 * ox + 3][valid[2 * oy : 2 * oy + 3, 2 * ox : 2 * ox + 3]]
+                y = requantize(window.max(axis=0) - zp_in, *rescale, 4, -128, 127)
+                assert np.array_equal(got[oy, ox], lut_or_none[y + 128] if lut_or_none is not None else y.astype(np.int8))
+    identity = kernels.pool(x, False, (1, 1), (1, 1), (0, 0, 0, 0), zp_in, rescale, 4, -128, 127)
+    assert np.array_equal(identity, requantize(x.astype(np.int64) - zp_in, *rescale, 4, -128, 127).astype(np.int8))
+    resized = kernels.resize(x, False, (14, 20), (1 << 15, 29491), (0, 1000), zp_in, rescale, 4, -128, 127)
+    iy = np.minimum((np.arange(14) << 15) >> 16, 6)
+    ix = np.minimum((1000 + np.arange(20) * 29491) >> 16, 8)
+    expected = requantize(x[iy][:, ix].astype(np.int64) - zp_in, *rescale, 4, -128, 127).astype(np.int8)
+    assert np.array_equal(resized, expected)
+
+
+def test_global_pool_sum_is_one_window_sum():
+    rng = np.random.default_rng(9)
+    x = rng.integers(-128, 128, (6, 5, 3)).astype(np.int8)
+    got = kernels.pool_sum(x, (6, 5), (1, 1), (1, 0, 0, 2), 7)
+    assert np.array_equal(got[0, 0], (x[1:, :3].astype(np.int64) - 7).sum(axis=(0, 1)))
+
+
+def direct_conv(x, w, zp, stride, dilation, groups):
+    """int64, one tap at a time over the window view, wrapped to int32."""
+    oc, kh, kw, icg = w.shape
+    ih, iw, _ = x.shape
+    oh = (ih - dilation[0] * (kh - 1) - 1) // stride[0] + 1
+    ow = (iw - dilation[1] * (kw - 1) - 1) // stride[1] + 1
+    xc = x.astype(np.int64) - zp
+    out = np.zeros((oh, ow, oc), dtype=np.int64)
+    ocg = oc // groups
+    for o in range(oc):
+        g = o // ocg
+        for ky in range(kh):
+            for kx in range(kw):
+                y0, x0 = ky * dilation[0], kx * dilation[1]
+                patch = xc[y0 : y0 + stride[0] * (oh - 1) + 1 : stride[0], x0 : x0 + stride[1] * (ow - 1) + 1 : stride[1]]
+                out[:, :, o] += patch[:, :, g * icg : (g + 1) * icg] @ w[o, ky, kx].astype(np.int64)
+    return out.astype(np.int32)
+
+
+CONVS = {
+    "dense 3x3 stride 1 (shifted row ranges)": ((6, 11, 64), 8, (3, 3), (1, 1), (1, 1), 1),
+    "dense 3x2 dilation 2x3": ((9, 10, 5), 4, (3, 2), (1, 1), (2, 3), 1),
+    "dense stride 2 (im2col)": ((7, 9, 3), 6, (3, 3), (2, 2), (1, 1), 1),
+    "depthwise few channels, stride 1 (per-tap)": ((6, 13, 16), 16, (3, 3), (1, 1), (1, 1), 16),
+    "depthwise many channels (einsum)": ((8, 9, 96), 96, (5, 5), (1, 1), (1, 1), 96),
+    "depthwise stride 2 dilation 2": ((9, 11, 8), 8, (3, 3), (2, 2), (2, 2), 8),
+    "depthwise multiplier 2": ((5, 6, 4), 8, (3, 3), (1, 1), (1, 1), 4),
+    "grouped": ((5, 5, 8), 6, (3, 3), (1, 1), (1, 1), 2),
+}
+
+
+@pytest.mark.parametrize("name", list(CONVS))
+@pytest.mark.parametrize("full_range", [False, True], ids=["float32", "float64"])
+def test_conv_paths_match_direct_convolution(name, full_range):
+    """Small values keep the sums below 2^24 (float32); with int8 extremes, 64 channels of
+    3x3 taps (576 x 255 x 128 > 2^24) take float64."""
+    (ih, iw, ic), oc, (kh, kw), stride, dilation, groups = CONVS[name]
+    rng = np.random.default_rng(len(name) + full_range)
+    span = 128 if full_range else 4
+    x = rng.integers(-span, span, (ih, iw, ic)).astype(np.int8)
+    w = rng.integers(-span, span, (oc, kh, kw, ic // groups)).astype(np.int8)
+    if full_range:
+        x[0], w[0] = 127, -128
+    zp = -128 if full_range else 3
+    wide = full_range and kh * kw * ic // groups * 255 * 128 >= kernels.FLOAT32_EXACT
+    assert kernels._accumulation_dtype(x, w, zp) == (np.float64 if wide else np.float32)
+    got = kernels.conv(x, w, zp, stride, dilation, groups)
+    assert got.dtype == np.int32
+    assert np.array_equal(got, direct_conv(x, w, zp, stride, dilation, groups))
+
+
+def test_conv_wraps_beyond_int32_like_the_accumulator():
+    """K = 66000 products of 255 * -128 sum below -2^31: float64 is exact, the int32 result wraps."""
+    x = np.full((1, 1, 66000), 127, dtype=np.int8)
+    w = np.full((1, 1, 1, 66000), -128, dtype=np.int8)
+    got = kernels.conv(x, w, -128, (1, 1), (1, 1), 1)
+    assert int(got[0, 0, 0]) == np.int64(66000 * 255 * -128).astype(np.int32)
