@@ -56,11 +56,15 @@ def _accumulation_dtype(x: np.ndarray, w: np.ndarray, in_zp: int) -> type:
     float64 (exact for any int8 tile: |sum| <= K * 255 * 128 < 2^53).
 
     Any partial sum of output channel o, in any summation order, is bounded by
-    sum_i |x_i - zp| |w_oi| <= max|x - zp| * sum_i |w_oi|, which is the bound used."""
-    if not x.size:
+    sum_i |x_i - zp| |w_oi| <= max|x - zp| * sum_i |w_oi| <= max|x - zp| * K max|w|: the
+    cheap last bound first, the tighter middle one when that is not enough."""
+    if not x.size or not w.size:
         return np.float32
     centred_max = max(abs(int(x.max()) - in_zp), abs(int(x.min()) - in_zp))
-    weight_l1 = int(np.abs(w.reshape(w.shape[0], -1), dtype=np.int32).sum(axis=1).max()) if w.size else 0
+    taps = w[0].size
+    if centred_max * taps * max(abs(int(w.max())), abs(int(w.min()))) < FLOAT32_EXACT:
+        return np.float32
+    weight_l1 = int(np.abs(w.reshape(w.shape[0], taps), dtype=np.int32).sum(axis=1).max())
     return np.float32 if centred_max * weight_l1 < FLOAT32_EXACT else np.float64
 
 
@@ -176,7 +180,7 @@ def _post_float64(acc: np.ndarray, bias: np.ndarray, multiplier: np.ndarray, shi
     (rounding is monotone, and 2^11 - 2^9 is representable) lies beyond the same bound:
     both clamp to the same end. (b) If |v M| >= 2^53, |t| >= 2^11 likewise. The int64
     reference does not wrap: |v| <= 2^32 - 2^11 and M < 2^31 keep |v M| + 2^(S-1) < 2^63."""
-    t = np.add(acc, bias, dtype=np.float64)
+    t = np.add(acc, bias.astype(np.float64))
     t *= np.ldexp(multiplier.astype(np.float64), -shift)
     t += offset + 0.5
     return t
