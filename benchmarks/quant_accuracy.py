@@ -1,15 +1,27 @@
 """Quantization accuracy: Ember's int8 models against onnxruntime's `quantize_static`.
 
-    python benchmarks/quant_accuracy.py [--models cls det] [--methods minmax percentile mse entropy]
+    python benchmarks/quant_accuracy.py [--models cls det] [--sizes 320 640]
+        [--methods percentile mse output_mse] [--cle both|on|off] [--per-sample]
 
-For both shared PaddleOCR models, calibrate on a fixed half of ../shared/images and
-evaluate on the other half: the mean cosine similarity of the final output to the float
-model's (onnxruntime float32). Ember: `calibrate` + `quantize`, run by the reference
-interpreter (`MixedRunner`). onnxruntime: `quantize_static` (QDQ, per-channel weights,
-MinMax and Percentile calibration, the same images; the detector converted to opset 13
-first, which onnxruntime's quantizer needs). For a model ending in Sigmoid the cosine of
-its input (the logits) is reported too: on photographs without text the detector's
-probability map is ~0 everywhere, and its cosine measures rounding of near-zero values.
+The evaluation protocol (benchmarks/RESULTS.md explains it):
+- 16 images in ../shared/images. Two carry text: `page.png` (a printed page) and
+  `text.png` (handwriting); the other 14 are photographs without readable text.
+- Calibration: the photographs CALIBRATION_PHOTOS and the LEFT square of each text image
+  (`page.png` x 0..191, `text.png` x 0..172, full height).
+- Evaluation: the photographs EVALUATION_PHOTOS and the RIGHT square of each text image
+  (`page.png` x 193..384, `text.png` x 276..448): regions no calibration sample contains.
+  Squares keep the text's aspect ratio when resized to the detector's square input.
+- Every sample is resized (bilinear) to the model's input: classifier 1x3x48x192 with
+  `(p/255-0.5)/0.5`, detector 1x3x320x320 and 1x3x640x640 with ImageNet mean/std.
+- Reported: mean cosine to onnxruntime float32 of the final output and, for the detector,
+  of the logits (the final Sigmoid's input), over all evaluation samples and over the
+  text-bearing subset (the two right squares); two all-zero tensors count as equal.
+
+Ember: `onnx-constant-fold, fold-batchnorm, [cross-layer-equalize,] onnx-shape-inference,
+calibrate{method}, quantize`, run by the quant reference interpreter (`MixedRunner`, float
+islands by onnxruntime): the integer semantics the NPU executes. onnxruntime:
+`quantize_static` (QDQ, per-channel weights, MinMax and Percentile, the same calibration
+samples; the detector converted to opset 13 first, which its quantizer needs).
 """
 
 from __future__ import annotations
@@ -25,22 +37,27 @@ from pathlib import Path
 import numpy as np
 import onnx
 import onnxruntime as ort
+from PIL import Image
 from xdsl.context import Context
 
-from ember.frontend.onnx_export import export_model
-from ember.frontend.onnx_import import import_model, load_onnx
-from ember.frontend.samples import InputSpec, Normalization, load_samples
+from ember.frontend.onnx_import import import_model
+from ember.frontend.samples import Normalization, SampleSet
 from ember.interpreters.accuracy_report import cosine
 from ember.interpreters.mixed_runner import MixedRunner
 from ember.lowering.onnx_to_quant import QuantizationWarning, convert
-from ember.passes.calibrate import calibrate, input_specs
+from ember.passes.calibrate import calibrate
+from ember.passes.cross_layer_equalize import CrossLayerEqualizePass
 from ember.passes.fold_batchnorm import FoldBatchNormPass
 from ember.passes.onnx_constant_fold import OnnxConstantFoldPass
 from ember.passes.onnx_shape_inference import OnnxShapeInferencePass
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
-CALIBRATION = ["astronaut.png", "camera.png", "coins.png", "grass.png", "hubble_deep_field.jpg", "logo.png", "page.png", "rocket.jpg"]
-EVALUATION = ["brick.png", "chelsea.png", "color.png", "gravel.png", "ihc.png", "moon.png", "retina.jpg", "text.png"]
+IMAGES = SHARED / "images"
+CALIBRATION_PHOTOS = ["astronaut.png", "camera.png", "coins.png", "grass.png", "hubble_deep_field.jpg", "logo.png", "rocket.jpg"]
+EVALUATION_PHOTOS = ["brick.png", "chelsea.png", "color.png", "gravel.png", "ihc.png", "moon.png", "retina.jpg"]
+CALIBRATION_TEXT = [("page.png", (0, 0, 191, 191)), ("text.png", (0, 0, 172, 172))]
+EVALUATION_TEXT = [("page.png", (193, 0, 384, 191)), ("text.png", (276, 0, 448, 172))]
+"""Text regions as PIL boxes (left, top, right, bottom): left squares calibrate, right squares evaluate."""
 IMAGENET = Normalization((123.675, 116.28, 103.53), (58.395, 57.12, 57.375))
 
 
@@ -48,25 +65,58 @@ IMAGENET = Normalization((123.675, 116.28, 103.53), (58.395, 57.12, 57.375))
 class Model:
     key: str
     file: str
-    shape: tuple[int, ...]
     normalization: Normalization
+    sizes: tuple[tuple[int, int], ...]
 
 
 MODELS = {
-    "cls": Model("cls", "ppocr_mobile_v2_cls.onnx", (1, 3, 48, 192), Normalization((127.5,), (127.5,))),
-    "det": Model("det", "ppocrv4_det.onnx", (1, 3, 320, 320), IMAGENET),
+    "cls": Model("cls", "ppocr_mobile_v2_cls.onnx", Normalization((127.5,), (127.5,)), ((48, 192),)),
+    "det": Model("det", "ppocrv4_det.onnx", IMAGENET, ((320, 320), (640, 640))),
 }
 
 
-def static_model(path: Path, shape: tuple[int, ...], logits: bool) -> onnx.ModelProto:
-    """The model with a static input shape and, if `logits`, the final Sigmoid's input as
-    an extra graph output."""
+@dataclass(frozen=True)
+class Region:
+    """An image file, optionally cropped to a box."""
+
+    file: str
+    box: tuple[int, int, int, int] | None = None
+
+    @property
+    def name(self) -> str:
+        return self.file if self.box is None else f"{self.file}[x {self.box[0]}..{self.box[2]}]"
+
+
+class RegionSamples(SampleSet):
+    """Samples read from image regions, named after them."""
+
+    def names(self) -> list[str]:
+        return [region.name for region in self._items]
+
+
+def sample_set(regions: list[Region], shape: tuple[int, ...], normalization: Normalization) -> SampleSet:
+    """The regions resized (bilinear) to `shape` and normalized, as the input `x`."""
+
+    def read(region: Region) -> dict[str, np.ndarray]:
+        with Image.open(IMAGES / region.file) as image:
+            image = image.convert("RGB")
+            if region.box is not None:
+                image = image.crop(region.box)
+            pixels = np.asarray(image.resize((shape[3], shape[2]), Image.Resampling.BILINEAR), dtype=np.float32)
+        return {"x": normalization.apply(pixels.transpose(2, 0, 1)[None])}
+
+    return RegionSamples(str(IMAGES), regions, read)
+
+
+def static_model(path: Path, shape: tuple[int, ...]) -> onnx.ModelProto:
+    """The model with a static input shape and, when it ends in a Sigmoid, the Sigmoid's
+    input as an extra graph output (the logits)."""
     model = onnx.load(str(path))
     dims = model.graph.input[0].type.tensor_type.shape.dim
     for dim, extent in zip(dims, shape):
         dim.Clear()
         dim.dim_value = extent
-    if logits and (name := logits_name(model)):
+    if name := logits_name(model):
         model.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
     return onnx.shape_inference.infer_shapes(model)
 
@@ -76,22 +126,17 @@ def logits_name(model: onnx.ModelProto) -> str | None:
     return next((n.input[0] for n in model.graph.node if n.op_type == "Sigmoid" and n.output[0] in outputs), None)
 
 
-def mean_cosines(reference: list[dict], results: list[dict], names: list[str]) -> list[float]:
-    return [float(np.mean([cosine(r[n], q[n]) for r, q in zip(reference, results)])) for n in names]
-
-
-def ember(model: onnx.ModelProto, spec: Model, method: str, calibration, evaluation) -> list[dict]:
-    module = import_model(model, {"x": list(spec.shape)}, source=spec.file)
-    ctx = Context()
-    for ember_pass in (OnnxConstantFoldPass(), FoldBatchNormPass(), OnnxShapeInferencePass()):
-        ember_pass.apply(ctx, module)
+def ember(model: onnx.ModelProto, shape: tuple[int, ...], method: str, cle: bool, calibration, evaluation) -> list[dict]:
+    module = import_model(model, {"x": list(shape)})
+    passes = [OnnxConstantFoldPass(), FoldBatchNormPass(), *([CrossLayerEqualizePass()] if cle else []), OnnxShapeInferencePass()]
+    for ember_pass in passes:
+        ember_pass.apply(Context(), module)
     result = calibrate(module, calibration, method)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", QuantizationWarning)
         convert(module, result.ranges)
     runner = MixedRunner(module)
-    outputs = [runner.run(sample) for sample in evaluation]
-    return outputs
+    return [runner.run(sample) for sample in evaluation]
 
 
 def onnxruntime_static(model: onnx.ModelProto, method: str, calibration, evaluation) -> list[dict]:
@@ -123,32 +168,45 @@ def main(argv: list[str]) -> int:
     ort.set_default_logger_severity(3)
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
-    parser.add_argument("--methods", nargs="+", default=["minmax", "percentile", "mse", "entropy"])
+    parser.add_argument("--sizes", nargs="+", type=int, default=[320, 640], help="detector input sizes")
+    parser.add_argument("--methods", nargs="+", default=["percentile", "mse", "output_mse"])
+    parser.add_argument("--cle", choices=("both", "on", "off"), default="both")
+    parser.add_argument("--no-onnxruntime", action="store_true")
+    parser.add_argument("--per-sample", action="store_true", help="also print each evaluation sample's cosines")
     args = parser.parse_args(argv)
-    print("| model | quantizer | final output cosine | logits cosine | per-image (final output) |")
-    print("|---|---|---|---|---|")
+    calibration_regions = [Region(f) for f in CALIBRATION_PHOTOS] + [Region(f, box) for f, box in CALIBRATION_TEXT]
+    evaluation_regions = [Region(f) for f in EVALUATION_PHOTOS] + [Region(f, box) for f, box in EVALUATION_TEXT]
+    text = np.array([r.box is not None for r in evaluation_regions])
+    cle_options = {"both": (False, True), "on": (True,), "off": (False,)}[args.cle]
+    print("| model | input | quantizer | final: all | final: text | logits: all | logits: text |")
+    print("|---|---|---|---|---|---|---|")
     for key in args.models:
         spec = MODELS[key]
-        path = SHARED / "models" / spec.file
-        model = static_model(path, spec.shape, logits=True)
-        names = [o.name for o in model.graph.output]
-        inputs = [InputSpec("x", spec.shape)]
-        calibration = load_samples(SHARED / "images", inputs, spec.normalization, files=CALIBRATION)
-        evaluation = list(load_samples(SHARED / "images", inputs, spec.normalization, files=EVALUATION))
-        session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-        reference = [dict(zip(names, session.run(None, sample))) for sample in evaluation]
+        sizes = spec.sizes if key == "cls" else tuple((s, s) for s in args.sizes)
+        for height, width in sizes:
+            shape = (1, 3, height, width)
+            model = static_model(SHARED / "models" / spec.file, shape)
+            names = [o.name for o in model.graph.output]
+            calibration = sample_set(calibration_regions, shape, spec.normalization)
+            evaluation = list(sample_set(evaluation_regions, shape, spec.normalization))
+            session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+            reference = [dict(zip(names, session.run(None, sample))) for sample in evaluation]
 
-        def row(label: str, results: list[dict]) -> None:
-            per_image = [cosine(r[names[0]], q[names[0]]) for r, q in zip(reference, results)]
-            final, *rest = mean_cosines(reference, results, names)
-            logits = f"{rest[0]:.4f}" if rest else "-"
-            print(f"| {key} | {label} | {final:.4f} | {logits} | {' '.join(f'{c:.3f}' for c in per_image)} |", flush=True)
+            def row(label: str, results: list[dict]) -> None:
+                table = np.array([[cosine(r[n], q[n]) for n in names] for r, q in zip(reference, results)])
+                cells = [f"{table[:, 0].mean():.4f}", f"{table[text, 0].mean():.4f}"]
+                cells += [f"{table[:, 1].mean():.4f}", f"{table[text, 1].mean():.4f}"] if len(names) > 1 else ["-", "-"]
+                print(f"| {key} | {height}x{width} | {label} | {' | '.join(cells)} |", flush=True)
+                if args.per_sample:
+                    for region, cosines in zip(evaluation_regions, table):
+                        print(f"|   | | {region.name} | {' | '.join(f'{c:.4f}' for c in cosines)} |", flush=True)
 
-        for method in args.methods:
-            results = ember(model, spec, method, calibration, evaluation)
-            row(f"Ember {method}", results)
-        for method in ("minmax", "percentile"):
-            row(f"onnxruntime {method}", onnxruntime_static(model, method, calibration, evaluation))
+            for method in args.methods:
+                for cle in cle_options:
+                    row(f"Ember {'CLE + ' if cle else ''}{method}", ember(model, shape, method, cle, calibration, evaluation))
+            if not args.no_onnxruntime:
+                for method in ("minmax", "percentile"):
+                    row(f"onnxruntime {method}", onnxruntime_static(model, method, calibration, evaluation))
     return 0
 
 

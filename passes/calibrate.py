@@ -13,8 +13,14 @@ Range estimators (`method`), all on the observed distribution of each tensor:
 - `mse`: the range `a * [min, max]`, a in (0, 1], whose int8 quantization has the least
   mean squared error over the observed histogram;
 - `entropy`: the same family, least KL divergence between the histogram and its
-  255-level quantization (TensorRT's criterion).
-Percentile, MSE and entropy use a second run over the samples that fills a histogram of
+  255-level quantization (TensorRT's criterion);
+- `output_mse`: the range whose quantization least disturbs what the tensor's consumer
+  computes. For a tensor read only by a chain of elementwise ops of itself (what `quantize`
+  turns into a 256-entry table, e.g. the pre-activation of a HardSwish), the range
+  `[a * min, b * max]` with the least MSE of the chain's float64 output over the histogram:
+  HardSwish is 0 below -3, so its input range need not reach -96; other tensors feed
+  linear ops, and take `mse`'s range.
+Percentile, MSE, entropy and output_mse use a second run over the samples that fills a histogram of
 `bins` bins over each tensor's observed [min, max].
 
 Where the ranges live: the module attribute `ember.calibration`, a dictionary with
@@ -26,6 +32,7 @@ observed extremes, are written as JSON (`*_quant_info.json`).
 from __future__ import annotations
 
 import json
+import math
 import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -37,6 +44,7 @@ from xdsl.context import Context
 from xdsl.dialects.builtin import DenseArrayBase, DictionaryAttr, Float32Type, ModuleOp, StringAttr, TensorType, f64
 from xdsl.passes import ModulePass
 
+from ember.dialects.dense import numpy_from_dense
 from ember.dialects.onnx import InitializerOp, OnnxOp, value_name
 from ember.frontend.onnx_export import NORMALIZATION, export_model, graph_function
 from ember.interpreters.mixed_runner import ORT_IR_VERSION
@@ -45,7 +53,7 @@ from ember.support.atomic_output import atomic_output
 from ember.support.diagnostics import EmberError
 
 CALIBRATION_ATTR = "ember.calibration"
-METHODS = ("minmax", "percentile", "mse", "entropy")
+METHODS = ("minmax", "percentile", "mse", "entropy", "output_mse")
 Range = tuple[float, float]
 
 
@@ -220,6 +228,75 @@ def entropy_range(stats: TensorStats) -> Range:
     return best * stats.low, best * stats.high
 
 
+def table_input_range(stats: TensorStats, function, count: int = 48) -> Range:
+    """The range `[a * min, b * max]` whose int8 quantization changes the output of the
+    elementwise `function` the least (MSE over the histogram). `a`, `b` take `count` even
+    steps of (0, 1] and 8 geometric steps down to 1/256: a table's flat side can sit far
+    inside the observed range."""
+    counts, edges = stats.counts.astype(np.float64), stats.edges()
+    centres = (edges[:-1] + edges[1:]) / 2
+    factors = np.concatenate([np.geomspace(1.0 / 256.0, 1.0 / count, 8, endpoint=False), _candidates(count)])
+    count = factors.size
+    lo = np.repeat(factors * stats.low, count)
+    hi = np.tile(factors * stats.high, count)
+    scale, zp = _int8_grid(lo, hi)
+    levels = (np.arange(-128, 128)[None] - zp[:, None]) * scale[:, None]
+    table = function(levels.ravel()).reshape(levels.shape)
+    exact = function(centres)
+    used = counts > 0
+    q = np.clip(np.rint(centres[used][None] / scale[:, None]) + zp[:, None], -128, 127).astype(np.int64) + 128
+    error = ((np.take_along_axis(table, q, axis=1) - exact[used][None]) ** 2 * counts[used][None]).sum(axis=1)
+    best = int(np.argmin(error))
+    return float(lo[best]), float(hi[best])
+
+
+def table_functions(module: ModuleOp) -> dict[str, object]:
+    """ONNX tensor name -> the float64 function of the elementwise chain that alone reads
+    it (the table `quantize` builds from it), for every such tensor."""
+    from ember.lowering.onnx_to_quant import ELEMENTWISE, elementwise_function
+    from ember.dialects.onnx import opset_version
+
+    function = graph_function(module)
+    ops = [op for op in function.body.block.ops if isinstance(op, OnnxOp) and not isinstance(op, InitializerOp)]
+    constants = {op.results[0]: op for op in function.body.block.ops if isinstance(op, InitializerOp)}
+
+    def scalar(value) -> bool:
+        init = constants.get(value)
+        return init is not None and math.prod(init.results[0].type.get_shape()) == 1
+
+    def constant(value) -> np.ndarray:
+        return numpy_from_dense(constants[value].value)
+
+    tables = {}
+    candidates = [*function.args, *(r for op in ops for r in op.results)]
+    position = {op: i for i, op in enumerate(ops)}
+    for start in candidates:
+        if not _is_f32(start.type) or not start.uses or not value_name(start):
+            continue
+        chain, values = [], {start}
+        first = 0 if start.owner not in position else position[start.owner] + 1
+        for op in ops[first:]:
+            slots = [v for v in op.input_slots() if v is not None]
+            if not any(v in values for v in slots):
+                continue
+            if op.ONNX_TYPE not in ELEMENTWISE or len(op.results) != 1 or not all(v in values or scalar(v) for v in slots):
+                break
+            chain.append(op)
+            values.add(op.results[0])
+        while chain and not _closed(start, chain):
+            chain.pop()
+        if chain:
+            tables[value_name(start)] = elementwise_function(chain, start, constant, opset_version(module))
+    return tables
+
+
+def _closed(start, chain) -> bool:
+    """Whether every value of the chain but its result is read by the chain only."""
+    members = set(chain)
+    inner = [start, *(op.results[0] for op in chain[:-1])]
+    return all(use.operation in members for value in inner for use in value.uses)
+
+
 # ------------------------------------------------------------------------ the runs
 
 
@@ -275,7 +352,11 @@ def calibrate(
                         stats[name].observe_histogram(x, bins)
                 bar.advance(task)
     observed = {name: (s.low, s.high) for name, s in stats.items()}
-    ranges = {name: _estimate(s, method, percentile) for name, s in stats.items()}
+    tables = table_functions(module) if method == "output_mse" else {}
+    ranges = {
+        name: table_input_range(s, tables[name]) if name in tables and s.high > s.low else _estimate(s, method, percentile)
+        for name, s in stats.items()
+    }
     return Calibration(method, samples.source, ranges, observed, samples.names())
 
 
@@ -284,7 +365,7 @@ def _estimate(stats: TensorStats, method: str, percentile: float) -> Range:
         return stats.low, stats.high
     if method == "percentile":
         return percentile_range(stats, percentile)
-    if method == "mse":
+    if method in ("mse", "output_mse"):
         return mse_range(stats)
     return entropy_range(stats)
 
@@ -333,7 +414,7 @@ class CalibratePass(ModulePass):
     """Calibrate the float model on samples; record a range per float tensor on the module.
 
     `data`: a folder of `.npy` files or images, or an `.npz` keyed by input name.
-    `method`: minmax | percentile | mse | entropy. `mean`/`std`: image normalization on the
+    `method`: minmax | percentile | mse | entropy | output_mse. `mean`/`std`: image normalization on the
     0..255 scale (one value or one per channel); by default the one `extract-normalization`
     recorded on the input, else none. `limit`: use the first N samples only.
     `output`: also write the ranges as JSON."""
