@@ -8,13 +8,15 @@ calibrate on two shared photographs, quantize, compile_to_ebin) and exports the 
 main part the binary implements (after the same graph passes and crop, before
 quantization). One photograph (`chelsea.png`, resized to the model input) feeds both: the
 normalized float tensor goes to onnxruntime, its int8 quantization (IODESC scale and zero
-point, NHWC) to the simulator. In the same process, after one warm-up run each, the two
-engines run alternately `--repeat` times; the table gives the median ms per inference of
-each, their ratio, the model part's MACs, and the cosine of the dequantized simulator
-output to the float output (a sanity figure: int8 against float32).
+point, NHWC) to the simulator. In the same process, after one warm-up run each, the
+engines run in turn `--repeat` times; the table gives the median wall-clock ms per
+inference of each (and the simulator's CPU time, which other processes on the machine
+disturb less), the ratio, the model part's MACs, and the cosine of the dequantized
+simulator output to the float output (a sanity figure: int8 against float32).
 
-onnxruntime keeps its default session options (intra-op threads = physical cores). The
-simulator runs BLAS single-threaded (see `ember.target.simulator.Simulator.run`).
+onnxruntime runs with its default session options (intra-op threads = one per physical
+core), and for reference with one intra-op thread. The simulator is single-threaded: it
+runs BLAS on one thread (see `ember.target.simulator._single_threaded_blas`).
 """
 
 from __future__ import annotations
@@ -50,6 +52,9 @@ from ember.target.simulator import Simulator
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 PHOTO = "chelsea.png"
 IMAGENET = Normalization((123.675, 116.28, 103.53), (58.395, 57.12, 57.375))
+SETTLE_S = 0.1
+"""Pause before each timed run: onnxruntime's idle pool threads spin for a while after a
+run and would otherwise compete for the cores with (and bill CPU time to) the next run."""
 
 
 @dataclass(frozen=True)
@@ -102,6 +107,9 @@ def measure(case: Case, repeat: int) -> dict:
     compile_s = time.perf_counter() - start
     sim = Simulator(parse(data, f"{case.key}.ebin"))
     session = ort.InferenceSession(float_main, providers=["CPUExecutionProvider"])
+    single = ort.SessionOptions()
+    single.intra_op_num_threads = 1
+    session_1t = ort.InferenceSession(float_main, single, providers=["CPUExecutionProvider"])
     (ort_input,) = session.get_inputs()
     (x_desc,) = sim.ebin.iodesc["inputs"]
     (y_desc,) = sim.ebin.iodesc["outputs"]
@@ -113,19 +121,25 @@ def measure(case: Case, repeat: int) -> dict:
     (reference,) = session.run(None, feed_ort)
     simulated = dequantize_output(sim.run(feed_sim)[y_desc["name"]], y_desc, reference.shape)
     cosine = float(np.dot(reference.ravel(), simulated.ravel()) / (np.linalg.norm(reference) * np.linalg.norm(simulated)))
-    sim_s, ort_s = [], []
+    session_1t.run(None, feed_ort)
+    runs = {"sim": lambda: sim.run(feed_sim), "ort": lambda: session.run(None, feed_ort),
+            "ort_1t": lambda: session_1t.run(None, feed_ort)}  # fmt: skip
+    wall: dict[str, list[float]] = {k: [] for k in runs}
+    cpu: list[float] = []
     for _ in range(repeat):
-        t = time.perf_counter()
-        sim.run(feed_sim)
-        sim_s.append(time.perf_counter() - t)
-        t = time.perf_counter()
-        session.run(None, feed_ort)
-        ort_s.append(time.perf_counter() - t)
+        for key, run in runs.items():
+            time.sleep(SETTLE_S)
+            t, c = time.perf_counter(), time.process_time()
+            run()
+            wall[key].append(time.perf_counter() - t)
+            if key == "sim":
+                cpu.append(time.process_time() - c)
     stats = sim.stats()
+    ms = {k: 1000 * float(np.median(v)) for k, v in wall.items()}
     return dict(
         case=case.key, input="x".join(map(str, case.shape)), compile_s=compile_s, macs=stats.macs,
-        instructions=sum(stats.instructions.values()), sim_ms=1000 * float(np.median(sim_s)),
-        ort_ms=1000 * float(np.median(ort_s)), cosine=cosine,
+        instructions=sum(stats.instructions.values()), sim_ms=ms["sim"], sim_cpu_ms=1000 * float(np.median(cpu)),
+        ort_ms=ms["ort"], ort_1t_ms=ms["ort_1t"], cosine=cosine,
     )  # fmt: skip
 
 
@@ -142,13 +156,15 @@ def machine() -> str:
 
 def table(rows: list[dict]) -> str:
     lines = [
-        "| model part | input | MMACs | instructions | simulator ms | onnxruntime ms | ratio | cosine |",
-        "|---|---|---|---|---|---|---|---|",
+        "| model part | input | MMACs | instructions | simulator ms (CPU ms) | onnxruntime ms | ratio |"
+        " onnxruntime 1 thread ms | ratio to 1 thread | cosine |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
-            f"| {r['case']} | {r['input']} | {r['macs'] / 1e6:.0f} | {r['instructions']} | {r['sim_ms']:.1f} |"
-            f" {r['ort_ms']:.1f} | **{r['sim_ms'] / r['ort_ms']:.2f}x** | {r['cosine']:.4f} |"
+            f"| {r['case']} | {r['input']} | {r['macs'] / 1e6:.0f} | {r['instructions']} |"
+            f" {r['sim_ms']:.1f} ({r['sim_cpu_ms']:.1f}) | {r['ort_ms']:.1f} | **{r['sim_ms'] / r['ort_ms']:.2f}x** |"
+            f" {r['ort_1t_ms']:.1f} | {r['sim_ms'] / r['ort_1t_ms']:.2f}x | {r['cosine']:.4f} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -164,8 +180,9 @@ def main(argv: list[str] | None = None) -> int:
     for key in args.models:
         rows.append(measure(CASES[key], args.repeat))
         r = rows[-1]
-        print(f"{key}: compiled in {r['compile_s']:.1f} s; simulator {r['sim_ms']:.1f} ms, onnxruntime {r['ort_ms']:.1f} ms", flush=True)
-    report = f"{machine()}\n\nmedian of {args.repeat} runs each, alternating, one process\n\n{table(rows)}"
+        print(f"{key}: compiled in {r['compile_s']:.1f} s; simulator {r['sim_ms']:.1f} ms, onnxruntime {r['ort_ms']:.1f} ms",
+              flush=True)  # fmt: skip
+    report = f"{machine()}\n\nmedian of {args.repeat} runs each, taking turns, one process\n\n{table(rows)}"
     print(report, end="")
     if args.out:
         args.out.write_text(report)
