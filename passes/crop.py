@@ -124,10 +124,13 @@ def crop_module(module: ModuleOp, input_names: Sequence[str], output_names: Sequ
         parts.append(("pre", pre, None, list(dict.fromkeys(pre_outputs))))
     if post_outputs:
         parts.append(("post", post, None, post_outputs))
-    # a part's graph outputs keep the model's output names (an exporter's Identity may have been folded away)
+    # A part's graph outputs keep the model's output names (an exporter's Identity may
+    # have been folded away), except a main output that post reads by its tensor name.
     names = func.attributes.get("onnx.output_names")
     renamed = {v: n.data for v, n in zip(graph_outputs, names.data) if isinstance(n, StringAttr)} if isinstance(names, ArrayAttr) else {}
-    new_funcs = [_part_function(func, part, ops, part_inputs, part_outputs, renamed if part == "post" else {})
+    post_reads = {operand for op in post for operand in op.operands}
+    keep = {v: n for v, n in renamed.items() if v not in post_reads}
+    new_funcs = [_part_function(func, part, ops, part_inputs, part_outputs, keep if part != "pre" else {})
                  for part, ops, part_inputs, part_outputs in parts]  # fmt: skip
     module.body.block.insert_ops_before(new_funcs, func)
     func.detach()
