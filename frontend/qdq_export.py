@@ -4,7 +4,11 @@ Every quant op becomes the float ONNX op it computes, between DequantizeLinear o
 int8 inputs and QuantizeLinear to its result type: the form onnxruntime's own quantizer
 writes, which onnxruntime runs (fusing it to integer kernels) and Netron displays.
 Weights are int8 initializers with per-axis DequantizeLinear (axis 0), biases int32 with
-scale `s_in * s_w[c]`. Layout ops move int8 tensors directly. Tables (`quant.lut`, and a
+scale `s_in * s_w[c]`. `quant.conv_transpose` becomes a ConvTranspose whose weights are back
+in ONNX's `[Cin, Cout/group, kh, kw]` layout: with one group the int8 initializer is stored
+that way and dequantized on axis 1; with several groups a channel's scale depends on both
+axes, which per-axis DequantizeLinear cannot say, so the OIHW weights are dequantized on
+axis 0 and regrouped in float. Layout ops move int8 tensors directly. Tables (`quant.lut`, and a
 conv's fused table) are `Gather` on the 256 int8 entries, so they are exact. Float ops
 left on the host are exported as they are. Tensor names: a quantized tensor is
 `<onnx name>_q`, its dequantized form the ONNX name itself.
@@ -85,7 +89,8 @@ class _QdqBuilder:
         if value not in self.float_names:
             qtype = quant_type_of(value)
             scale, zero = self.scale_zero(qtype, self.name(value))
-            axis = {"axis": qtype.quantized_dimension} if qtype.is_per_axis else {}
+            # a group-1 conv_transpose weight is stored IOHW: its output channels are axis 1
+            axis = {"axis": 1 if _transposed_weight(value) else qtype.quantized_dimension} if qtype.is_per_axis else {}
             base = value_name(value) or "dq"
             self.float_names[value] = self.node("DequantizeLinear", [self.name(value), scale, zero], self.fresh(base), **axis)
         return self.float_names[value]
@@ -115,7 +120,10 @@ class _QdqBuilder:
         if isinstance(op, InitializerOp):
             self.initializers.append(tensor_to_onnx(op.value, self.name(op.output)))
         elif isinstance(op, quant.ConstantOp):
-            self.initializers.append(numpy_helper.from_array(op.numpy(), self.name(op.output)))
+            array = op.numpy()
+            if _transposed_weight(op.output):
+                array = array.transpose(1, 0, 2, 3)
+            self.initializers.append(numpy_helper.from_array(np.ascontiguousarray(array), self.name(op.output)))
         elif isinstance(op, quant.QuantizeOp):
             self.quantize_to(self.float_input(op.input), op.output)
         elif isinstance(op, quant.DequantizeOp):
@@ -128,7 +136,7 @@ class _QdqBuilder:
             node = helper.make_node(op.ONNX_TYPE, inputs, outputs, name=op.node_name or None)
             node.attribute.extend(attribute_to_onnx(k, v) for k, v in op.properties.items() if not k.endswith("SegmentSizes"))
             self.nodes.append(node)
-        elif isinstance(op, quant.Conv2DOp | quant.FullyConnectedOp):
+        elif isinstance(op, quant.Conv2DOp | quant.ConvTransposeOp | quant.FullyConnectedOp):
             self.weighted(op)
         elif isinstance(op, quant.LutOp):
             self.table(self.name(op.input), array_values(op.table), self.name(op.output))
@@ -174,7 +182,7 @@ class _QdqBuilder:
             return self.node("Pad", [x[0], self.constant("pads", array_values(op.pads))])
         raise EmberError(f"QDQ export: no ONNX form for '{op.name}'")
 
-    def weighted(self, op: quant.Conv2DOp | quant.FullyConnectedOp) -> None:
+    def weighted(self, op: quant.Conv2DOp | quant.ConvTransposeOp | quant.FullyConnectedOp) -> None:
         x, w = self.dequantized(op.input), self.dequantized(op.weight)
         b = self.dequantized(op.bias) if op.bias is not None else None
         if isinstance(op, quant.Conv2DOp):
@@ -182,6 +190,15 @@ class _QdqBuilder:
                 "Conv", [x, w, *([b] if b else [])], strides=array_values(op.strides).tolist(),
                 pads=array_values(op.pads).tolist(), dilations=array_values(op.dilations).tolist(), group=op.group.value.data,
             )  # fmt: skip
+        elif isinstance(op, quant.ConvTransposeOp):
+            group = op.group.value.data
+            out_channels, group_in, kh, kw = op.weight.type.get_shape()
+            if not _transposed_weight(op.weight):
+                # OIHW [g*Og, Cg, kh, kw] -> ONNX [g*Cg, Og, kh, kw]
+                split = self.node("Reshape", [w, self.constant("shape", np.array([group, out_channels // group, group_in, kh, kw], dtype=np.int64))])
+                swapped = self.node("Transpose", [split], perm=[0, 2, 1, 3, 4])
+                w = self.node("Reshape", [swapped, self.constant("shape", np.array([group * group_in, out_channels // group, kh, kw], dtype=np.int64))])
+            value = self.node("ConvTranspose", [x, w, *([b] if b else [])], strides=[kh, kw], kernel_shape=[kh, kw], group=group)
         else:
             value = self.node("MatMul", [x, self.node("Transpose", [w], perm=[1, 0])])
             if b:
@@ -227,6 +244,14 @@ class _QdqBuilder:
 
 def _is_quant(value: SSAValue) -> bool:
     return isinstance(value.type, TensorType) and isinstance(value.type.element_type, UniformQuantizedType)
+
+
+def _transposed_weight(value: SSAValue) -> bool:
+    """Whether a constant is the weight of group-1 conv_transposes only (exported IOHW)."""
+    uses = [use for use in value.uses]
+    return bool(uses) and all(
+        isinstance(use.operation, quant.ConvTransposeOp) and use.index == 1 and use.operation.group.value.data == 1 for use in uses
+    )
 
 
 def _info(name: str, type_attr) -> onnx.ValueInfoProto:

@@ -142,3 +142,24 @@ def test_capability_table_and_quantize_agree(variant):
         convert(module, ranges)
     assert ("quant.conv_transpose" in op_names(module)) == runs_on_npu
     assert runs_on_npu == (variant == {"strides": [k, k]} and k <= 4)
+
+
+@pytest.mark.parametrize("group", [1, 2], ids=["one_group", "grouped"])
+def test_qdq_export_runs_in_onnxruntime_like_the_reference(group):
+    """The QDQ model's ConvTranspose takes ONNX-layout weights (IOHW int8 with axis-1
+    scales, or regrouped in float when grouped) and computes what the reference does."""
+    from ember.frontend.qdq_export import export_qdq
+    from ember.interpreters.accuracy_report import cosine
+    from ember.interpreters.mixed_runner import MixedRunner
+
+    module, _, _ = quantize_and_compare(head(group=group), {"x": (1, 4, 8, 8)})
+    qdq = export_qdq(module)
+    deconv = next(n for n in qdq.graph.node if n.op_type == "ConvTranspose")
+    weights = {t.name: t for t in qdq.graph.initializer}
+    if group == 1:
+        dq = next(n for n in qdq.graph.node if n.output[0] == deconv.input[1])
+        assert list(weights[dq.input[0]].dims) == [4, 6, 2, 2] and dq.attribute[0].i == 1
+    session = ort.InferenceSession(qdq.SerializeToString(), providers=["CPUExecutionProvider"])
+    runner = MixedRunner(module)
+    for sample in samples({"x": (1, 4, 8, 8)}, 3, seed=2):
+        assert cosine(session.run(None, sample)[0], next(iter(runner.run(sample).values()))) > 0.99

@@ -102,3 +102,9 @@ def test_detector_end_to_end(tmp_path) -> None:
         runner.run(sample, lambda op, results: seen.__setitem__(value_name(op.results[0]), real(op, results[0])) if op.results else None)
         assert cosine(expected[logits], seen[logits]) > 0.98
     assert np.isfinite(seen[logits]).all()
+
+    # the QDQ export (ConvTranspose head with IOHW int8 weights) runs in onnxruntime like the reference
+    qdq = ort.InferenceSession(export_qdq(module).SerializeToString(), providers=["CPUExecutionProvider"])
+    for sample in evaluation:
+        reference = next(iter(runner.run(sample).values()))
+        assert cosine(qdq.run(None, sample)[0], reference) > 0.99
