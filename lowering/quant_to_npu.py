@@ -931,9 +931,9 @@ def lower_function(function: func.FuncOp, arch: Arch) -> ProgramBuilder:
     for name, arg in zip(_arg_names(function), function.args, strict=True):
         element = arg.type.element_type if isinstance(arg.type, TensorType) else None
         quantized = isinstance(element, quant.UniformQuantizedType)
-        targets = [arg] if quantized else [use.operation.output for use in arg.uses]
         if not quantized and not all(isinstance(use.operation, quant.QuantizeOp) for use in arg.uses):
             raise EmberError(f"{name}: the float input feeds ops other than quant.quantize; {HOST_HINT}")
+        targets = [arg] if quantized else [use.operation.output for use in arg.uses]
         types = {quant_type_of(t) for t in targets}
         if len(types) > 1:
             raise EmberError(f"{name}: the input is quantized in {len(types)} different ways; quantize it once")
