@@ -241,3 +241,78 @@ def ember_opt_never_crashes(generated: GeneratedModel) -> None:
         else:
             assert code == 1 and len(message.strip().splitlines()) == 1, f"exit {code}: {message}"
             assert not target.exists(), "a failing run left an output file"
+
+
+# --------------------------------------------------------------------------- quantized
+
+
+def _node_names(model: onnx.ModelProto) -> set[str]:
+    """Every name an error may use for a place in the model: nodes and tensors."""
+    names = {n.name for n in model.graph.node} | {t for n in model.graph.node for t in (*n.input, *n.output)}
+    return {name for name in names if name}
+
+
+def _assert_clear_error(err: EmberError, generated: GeneratedModel) -> None:
+    message = str(err)
+    assert len(message.strip().splitlines()) == 1, f"the error is not one line: {message!r}"
+    assert any(name in message for name in _node_names(generated.model)), f"the error names no node or tensor: {message}"
+
+
+@register("quantized-bit-exact", requires=("autocrop", "calibrate", "quantize", "lower-quant-to-npu", "npu-allocate", "npu-schedule"))
+def quantized_bit_exact(generated: GeneratedModel) -> None:
+    """autocrop -> calibrate (minmax, on the model's own feeds) -> quantize ->
+    lower-quant-to-npu{arch=ember16} -> npu-allocate -> npu-schedule -> emit: the simulator's
+    int8 outputs equal the quant reference interpreter's bit for bit, on random int8 inputs
+    at the binary's boundary. A graph with nothing for the NPU, or one the NPU cannot take,
+    is refused with a one-line `EmberError` naming a node or tensor: a valid answer."""
+    from ember.dialects import quant
+    from ember.frontend.samples import SampleSet
+    from ember.interpreters.quant_reference import dequantize, run_quant_module
+    from ember.lowering.npu_to_ebin import compile_to_ebin
+    from ember.lowering.quant_to_npu import main_function
+    from ember.passes.calibrate import calibrate, input_specs, record
+    from ember.passes.quantize import QuantizePass
+    from ember.target.ebin import parse, to_bytes
+    from ember.target.simulator import Simulator
+
+    try:
+        module = apply_pipeline(imported(generated), "autocrop{remarks=false}")
+    except EmberError:
+        return
+    present = {op.attributes["onnx.part"].data for op in module.ops if "onnx.part" in op.attributes}
+    tensors = dict(generated.feeds)
+    if "pre" in present:
+        tensors.update(run(exported(module, "pre"), tensors))
+    sample = {spec.name: tensors[spec.name] for spec in input_specs(module)}
+    record(module, calibrate(module, SampleSet("fuzz", [sample], lambda s: s), "minmax"))
+    QuantizePass().apply(_context(), module)
+    quant_part = ModuleOp([main_function(module).clone()])
+    try:
+        data = to_bytes(compile_to_ebin(module, "ember16"))
+    except EmberError as err:
+        _assert_clear_error(err, generated)
+        return
+    sim = Simulator(parse(data, "fuzz.ebin"), "fuzz.ebin")
+    rng = np.random.default_rng(len(data))
+    int8 = {d["name"]: rng.integers(-128, 128, size=d["shape"]).astype(np.int8) for d in sim.ebin.iodesc["inputs"]}
+    got = sim.run(int8)
+
+    # The reference takes the float input the host would quantize to exactly the int8 one,
+    # and is read at the int8 boundary: the value its output DequantizeOp reads.
+    floats = {}
+    for d in sim.ebin.iodesc["inputs"]:
+        q = int8[d["name"]]
+        floats[d["name"]] = dequantize(q.transpose(0, 3, 1, 2) if d["layout"] == "NHWC" else q, d["scale"], d["zero_point"])
+    captured: dict = {}
+    run_quant_module(quant_part, floats, lambda op, results: captured.update(zip(op.results, results)))
+    returned = main_function(quant_part).body.block.last_op.operands
+    for d, value in zip(sim.ebin.iodesc["outputs"], returned, strict=True):
+        if isinstance(value.owner, quant.DequantizeOp):
+            value = value.owner.input
+        expected = np.asarray(captured[value])
+        if d["layout"] == "NHWC":
+            expected = expected.transpose(0, 2, 3, 1)
+        actual = got[d["name"]]
+        assert actual.shape == expected.shape, f"{d['name']}: shape {actual.shape} != {expected.shape}"
+        differ = np.flatnonzero(actual != expected)
+        assert differ.size == 0, f"{d['name']}: {differ.size} of {expected.size} int8 values differ from the reference"
