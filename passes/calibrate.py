@@ -45,7 +45,7 @@ from xdsl.dialects.builtin import DenseArrayBase, DictionaryAttr, Float32Type, M
 from xdsl.passes import ModulePass
 
 from ember.dialects.dense import numpy_from_dense
-from ember.dialects.onnx import InitializerOp, OnnxOp, value_name
+from ember.dialects.onnx import NODE_NAME, CustomOp, InitializerOp, OnnxOp, value_name
 from ember.frontend.onnx_export import NORMALIZATION, export_model, graph_function
 from ember.interpreters.mixed_runner import ORT_IR_VERSION
 from ember.frontend.samples import InputSpec, Normalization, SampleSet, load_samples
@@ -68,6 +68,8 @@ def input_specs(module: ModuleOp) -> list[InputSpec]:
         shape = arg.type.get_shape() if isinstance(arg.type, TensorType) else ()
         if not isinstance(arg.type, TensorType) or any(d < 0 for d in shape):
             raise EmberError(f"input '{name}': calibration needs a static shape; give one with --input-shape {name}=...")
+        if 0 in shape:
+            raise EmberError(f"input '{name}': shape {'x'.join(map(str, shape))} has no elements; give a shape with --input-shape {name}=...")
         specs.append(InputSpec(name, tuple(shape)))
     return specs
 
@@ -96,6 +98,23 @@ def float_tensors(module: ModuleOp) -> list[str]:
 
 def _is_f32(type_attr) -> bool:
     return isinstance(type_attr, TensorType) and isinstance(type_attr.element_type, Float32Type)
+
+
+def check_runnable(module: ModuleOp) -> None:
+    """Refuse, naming the node, what onnxruntime cannot run for calibration: a custom-domain
+    op (its kernel is not registered) and a tensor without elements."""
+    for op in graph_function(module).body.block.ops:
+        attr = op.attributes.get(NODE_NAME)
+        node = attr.data if isinstance(attr, StringAttr) else op.name
+        if isinstance(op, CustomOp):
+            raise EmberError(
+                f"node '{node}' ({op.domain.data}:{op.op_type.data}): a custom-domain op that neither onnxruntime nor the NPU"
+                " runs; keep it on the host with --autocrop (or cut it off with --inputs/--outputs)"
+            )
+        for value in () if isinstance(op, InitializerOp) else op.results:  # an empty weight (Resize's roi) is valid
+            if isinstance(value.type, TensorType) and 0 in value.type.get_shape():
+                shape = "x".join(map(str, value.type.get_shape()))
+                raise EmberError(f"tensor '{value_name(value)}' of node '{node}' has no elements (shape {shape}); remove the node or fix its weights")
 
 
 def observing_session(model: onnx.ModelProto, tensors: Iterable[str]):
@@ -336,6 +355,7 @@ def calibrate(
         raise EmberError(f"calibrate: percentile {percentile} must be in (0, 100]")
     if len(samples) == 0:
         raise EmberError(f"{samples.source}: no samples to calibrate on")
+    check_runnable(module)
     tensors = float_tensors(module)
     session = observing_session(export_model(module), tensors)
     stats = {name: TensorStats() for name in tensors}
