@@ -67,7 +67,18 @@ def _session(model: onnx.ModelProto | str | Path):
     options = ort.SessionOptions()
     options.log_severity_level = 3
     data = model.SerializeToString() if isinstance(model, onnx.ModelProto) else Path(model).read_bytes()
-    return ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
+    try:
+        return ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
+    except Exception as err:  # noqa: BLE001 - onnxruntime raises its own exception types
+        source = "the host part" if isinstance(model, onnx.ModelProto) else str(model)
+        proto = model if isinstance(model, onnx.ModelProto) else onnx.ModelProto.FromString(data)
+        custom = next((n for n in proto.graph.node if n.domain not in ("", "ai.onnx")), None)
+        if custom is not None:
+            raise EmberError(
+                f"{source}: node '{custom.name}' ({custom.domain}:{custom.op_type}) is a custom op onnxruntime does not know;"
+                " run this part with a runtime that registers it"
+            ) from None
+        raise EmberError(f"{source}: onnxruntime cannot load it ({str(err).strip().splitlines()[0]})") from None
 
 
 class _ReferenceNpu:
@@ -199,6 +210,8 @@ class Accelerator:
         logical = [shape[0], shape[3], shape[1], shape[2]] if desc["layout"] == "NHWC" else shape
         if list(value.shape) != logical or not np.issubdtype(value.dtype, np.floating):
             raise EmberError(f"input '{name}': expected float32 of shape {logical}, got {list(value.shape)} {value.dtype}")
+        if not np.isfinite(value).all():
+            raise EmberError(f"input '{name}': contains NaN or Inf; the NPU quantizes finite values only")
         q = quantize(value, desc["scale"], desc["zero_point"])
         return np.ascontiguousarray(q.transpose(0, 2, 3, 1)) if desc["layout"] == "NHWC" else q
 

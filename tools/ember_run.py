@@ -86,6 +86,8 @@ def _main(argv: Sequence[str]) -> int:
         name, sep, file = spec.partition("=")
         if not sep or not name or not file:
             raise EmberError(f"--input '{spec}': expected NAME=FILE")
+        if name in inputs:
+            raise EmberError(f"--input '{name}': given twice")
         inputs[name] = read_input(accl, name, Path(file))
     outputs = accl.run(inputs)
     for name, value in outputs.items():
