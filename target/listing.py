@@ -154,6 +154,8 @@ def _instruction(tree: Tree, source: str, expected_index: int) -> tuple[Instruct
 
 def assemble(text: str, source: str) -> Ebin:
     """Parse a listing into binary content (field ranges are checked when encoding)."""
+    if not text.endswith("\n"):
+        text += "\n"  # every line of the grammar ends in a newline; an editor may drop the last one
     try:
         tree = _parser().parse(text)
     except UnexpectedInput as err:
