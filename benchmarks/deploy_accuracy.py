@@ -1,25 +1,109 @@
-"""Final-output cosine to float of a model compiled by ember-compile, run through the
-runtime (pre ONNX -> simulator -> post ONNX) on photographs not used for calibration.
+"""Deployment accuracy: a model compiled by ember-compile, run through the runtime (raw
+uint8 RGB frames -> PREPROC on the NPU -> simulator -> host post part), against
+onnxruntime float32 on the original model, on the held-out samples of
+benchmarks/quant_accuracy.py's protocol (7 photographs + the right squares of `page.png`
+and `text.png`).
 
-    python benchmarks/deploy_accuracy.py OUTDIR MODEL.onnx "(H, W)" "(mean,)" "(std,)" img1.png,img2.png
+    python benchmarks/deploy_accuracy.py --calib-folder DIR      # write the calibration set as files
+    python benchmarks/deploy_accuracy.py OUTDIR MODEL.onnx [--per-sample]
+
+The calibration folder holds the protocol's calibration photographs (links) and the left
+squares of the two text images (cropped PNG files), for `ember-compile --calib DIR`.
+Reported: mean cosine of the final output and, when the model ends in a Sigmoid that runs
+on the host, of the logits (the NPU's output, dequantized), over all held-out samples and
+over the two text squares; two all-zero tensors count as equal, zero vs non-zero as 0.
 """
 
-import sys, numpy as np, onnxruntime as ort
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
 from PIL import Image
-from ember.runtime.accelerator import Accelerator
-from ember.runtime.frames import frame_from_rgb
-from ember.frontend.samples import Normalization
-from ember.interpreters.accuracy_report import cosine
-folder, model, shape, mean, std = sys.argv[1], sys.argv[2], eval(sys.argv[3]), eval(sys.argv[4]), eval(sys.argv[5])
-names = sys.argv[6].split(",")
-accl = Accelerator(folder)
-sess = ort.InferenceSession(model)
-fmt = accl.npu_inputs[0]["pixel_format"]
-cs = []
-for n in names:
-    rgb = np.asarray(Image.open(f"/work/shared/images/{n}").convert("RGB").resize((shape[1], shape[0]), Image.Resampling.BILINEAR), dtype=np.uint8)
-    x = Normalization(mean, std).apply(rgb.astype(np.float32).transpose(2,0,1)[None])
-    ref = sess.run(None, {"x": x})[0]
-    got = list(accl.run({"x": frame_from_rgb(rgb, fmt) if fmt != "none" else x}).values())[0]
-    cs.append(cosine(ref, got)); print(n, cs[-1])
-print("mean", np.mean(cs))
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from quant_accuracy import (  # noqa: E402 - the protocol lives beside this script
+    CALIBRATION_PHOTOS,
+    CALIBRATION_TEXT,
+    EVALUATION_PHOTOS,
+    EVALUATION_TEXT,
+    IMAGES,
+    Region,
+    static_model,
+)
+
+from ember.frontend.samples import Normalization  # noqa: E402
+from ember.interpreters.accuracy_report import cosine  # noqa: E402
+from ember.runtime.accelerator import Accelerator  # noqa: E402
+from ember.runtime.frames import frame_from_rgb  # noqa: E402
+
+
+def write_calibration_folder(folder: Path) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in CALIBRATION_PHOTOS:
+        link = folder / name
+        if not link.exists():
+            link.symlink_to(IMAGES / name)
+    for name, box in CALIBRATION_TEXT:
+        with Image.open(IMAGES / name) as image:
+            image.convert("RGB").crop(box).save(folder / f"{Path(name).stem}_left.png")
+
+
+def rgb(region: Region, height: int, width: int) -> np.ndarray:
+    with Image.open(IMAGES / region.file) as image:
+        image = image.convert("RGB")
+        if region.box is not None:
+            image = image.crop(region.box)
+        return np.asarray(image.resize((width, height), Image.Resampling.BILINEAR), dtype=np.uint8)
+
+
+def evaluate(folder: Path, model_path: Path, per_sample: bool) -> dict[str, float]:
+    accl = Accelerator(folder)
+    if accl.normalization is None or accl.npu_inputs[0]["pixel_format"] == "none":
+        raise SystemExit(f"{folder}: the binary does not take raw frames (no normalization known)")
+    norm = Normalization(tuple(accl.normalization["mean"]), tuple(accl.normalization["std"]))
+    (name, shape), = accl.model_inputs.items()
+    model = static_model(model_path, tuple(shape))
+    names = [o.name for o in model.graph.output]
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    # the runtime returns any value it computed by name: the NPU's outputs (the logits) too
+    logits = names[1:] if len(names) > 1 and names[1] in {d["name"] for d in accl.ebin.iodesc["outputs"]} else []
+    accl.model_outputs = [*accl.model_outputs, *logits]
+    regions = [Region(f) for f in EVALUATION_PHOTOS] + [Region(f, box) for f, box in EVALUATION_TEXT]
+    rows = []
+    for region in regions:
+        pixels = rgb(region, shape[2], shape[3])
+        expected = dict(zip(names, session.run(None, {name: norm.apply(pixels.astype(np.float32).transpose(2, 0, 1)[None])})))
+        got = accl.run({name: frame_from_rgb(pixels, accl.npu_inputs[0]["pixel_format"])})
+        rows.append([cosine(expected[n], got[n]) for n in [names[0], *logits]])
+        if per_sample:
+            print(region.name, " ".join(f"{c:.4f}" for c in rows[-1]), flush=True)
+    table, text = np.array(rows), np.array([r.box is not None for r in regions])
+    figures = {"final: all": table[:, 0].mean(), "final: text": table[text, 0].mean()}
+    if logits:
+        figures.update({"logits: all": table[:, 1].mean(), "logits: text": table[text, 1].mean()})
+    return figures
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("folder", nargs="?", type=Path, help="what ember-compile wrote")
+    parser.add_argument("model", nargs="?", type=Path, help="the original float model")
+    parser.add_argument("--calib-folder", type=Path, help="write the protocol's calibration images here and stop")
+    parser.add_argument("--per-sample", action="store_true")
+    args = parser.parse_args(argv)
+    if args.calib_folder:
+        write_calibration_folder(args.calib_folder)
+        return 0
+    if args.folder is None or args.model is None:
+        parser.error("give OUTDIR and MODEL.onnx, or --calib-folder DIR")
+    figures = evaluate(args.folder, args.model, args.per_sample)
+    print(" | ".join(f"{k} {v:.4f}" for k, v in figures.items()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

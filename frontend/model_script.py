@@ -6,6 +6,7 @@
     crop(inputs=[x], outputs=[sigmoid_0.tmp_0])
     autocrop()
     quantization(method=percentile, percentile=99.99)
+    equalization(on)                          # cross-layer equalization: on | off
     precision(conv_last, float)               # keep one node in float (on the host)
     calibration(size=32)
 
@@ -25,7 +26,8 @@ from lark import Lark, Token, Transformer, UnexpectedInput, v_args
 from ember.support.diagnostics import EmberError
 
 PIXEL_FORMATS = ("rgb", "bgr", "nv12")
-CALIBRATION_METHODS = ("minmax", "percentile", "entropy", "mse")
+CALIBRATION_METHODS = ("minmax", "percentile", "entropy", "mse", "output_mse")
+SWITCHES = {"on": True, "off": False}
 PRECISIONS = ("int8", "float")
 
 
@@ -66,6 +68,7 @@ class ModelScript:
     calibration_method: str | None = None
     percentile: float | None = None
     calibration_size: int | None = None
+    equalize: bool = False
     float_nodes: list[str] = field(default_factory=list)
 
 
@@ -149,6 +152,7 @@ class _Checker:
             "crop": self.crop,
             "autocrop": self.autocrop,
             "quantization": self.quantization,
+            "equalization": self.equalization,
             "precision": self.precision,
             "calibration": self.calibration,
         }
@@ -236,6 +240,10 @@ class _Checker:
             if not isinstance(value.value, int | float) or not 50 < value.value <= 100:
                 raise self.error(value, "percentile must be a number in (50, 100], e.g. 99.99")
             self.script.percentile = float(value.value)
+
+    def equalization(self, call: _Call) -> None:
+        args = self.args(call, ["mode"], {})
+        self.script.equalize = SWITCHES[self.choice(args["mode"], tuple(SWITCHES), "equalization")]
 
     def precision(self, call: _Call) -> None:
         args = self.args(call, ["node", "precision"], {})
