@@ -7,7 +7,7 @@ pixels or channels (the depthwise convolution loops over kernel taps only).
 Requantization is `ember.target.requant.requantize` (single rounding, ties towards +inf),
 computed here for speed in one of three ways that give its result bit for bit: the same
 int64 operations in place (`_rescale`); float64 where an argument shows it exact
-(`_post_float64`); or a lookup in a table of its results over every possible int8 input
+(`Post`); or a lookup in a table of its results over every possible int8 input
 (one or two operands), built with `_rescale` once per parameter set.
 """
 
@@ -167,23 +167,80 @@ POST_FLOAT64_MAX_SHIFT = 42
 """POST channels with a shift up to this (or a zero multiplier) requantize in float64."""
 
 
-def _post_float64(acc: np.ndarray, bias: np.ndarray, multiplier: np.ndarray, shift: np.ndarray, offset: int) -> np.ndarray:
-    """(acc + bias) * M * 2^-S + offset + 1/2 in float64, per channel: its floor is exactly
-    the int64 formula's result + offset (after the caller's int8-range clamp) for an int32
-    `acc`, |bias| <= 2^31 - 2^11, S <= 42 and an integer |offset| < 2^9 - 1.
+class Post:
+    """POST with its per-channel parameters prepared once, applied to any rows of the
+    accumulator: int32 [count, channels] -> int8, per-channel requantization (`requantize`
+    with `bias`), clamp, then (if given) `y = lut[y + 128]`.
 
-    Why: v = acc + bias is exact (|v| < 2^32) and so is f = M * 2^-S (31-bit M).
-    (a) If |v M| < 2^53 the product t = v f is exact, a multiple of 2^-S; t + offset + 1/2
-    is too, and while its magnitude is below 2^(53-S) it is representable: the floor is
-    exact. Otherwise |t| >= 2^(53-S) - 2^9 >= 2^11 - 2^9 (S <= 42): the exact result lies
-    far outside any int8 clamp range, on the side of t's sign, and the rounded float
-    (rounding is monotone, and 2^11 - 2^9 is representable) lies beyond the same bound:
-    both clamp to the same end. (b) If |v M| >= 2^53, |t| >= 2^11 likewise. The int64
-    reference does not wrap: |v| <= 2^32 - 2^11 and M < 2^31 keep |v M| + 2^(S-1) < 2^63."""
-    t = np.add(acc, bias.astype(np.float64))
-    t *= np.ldexp(multiplier.astype(np.float64), -shift)
-    t += offset + 0.5
-    return t
+    Channels whose shift is at most `POST_FLOAT64_MAX_SHIFT` (or whose multiplier is 0)
+    go through float64, exact as `_float64` argues; the others, and accumulators that are
+    not int32, through the int64 formula. Both compute u = y + 128 in [0, 255], whose
+    float64 -> uint8 cast truncates, which is the floor for these non-negative values
+    (clamping before or after the floor is the same, the bounds being integers); u indexes
+    the table, or u ^ 0x80 is y's int8 byte."""
+
+    def __init__(self, bias, multiplier, shift, zp_out: int, act_min: int, act_max: int, lut: np.ndarray | None):
+        self.bias, self.multiplier, self.shift = (np.asarray(p, dtype=np.int64) for p in (bias, multiplier, shift))
+        self.offset = zp_out + 128
+        self.low, self.high = act_min + 128, act_max + 128
+        self.lut = lut
+        exact = (self.shift <= POST_FLOAT64_MAX_SHIFT) | (self.multiplier == 0)
+        self.float64 = bool(self.bias.size) and int(np.abs(self.bias).max()) <= 2**31 - 2**11 and bool(exact.any())
+        self.float_bias = self.bias.astype(np.float64)
+        self.scale = np.ldexp(self.multiplier.astype(np.float64), -self.shift)  # exact: 31-bit M
+        self.int64_columns = np.flatnonzero(~exact)
+
+    def _float64(self, acc: np.ndarray) -> np.ndarray:
+        """(acc + bias) * M * 2^-S + offset + 1/2 per channel: its floor is exactly the int64
+        formula's result + offset (after the int8-range clamp) for an int32 `acc`,
+        |bias| <= 2^31 - 2^11, S <= 42 and an integer |offset| < 2^9 - 1.
+
+        Why: v = acc + bias is exact (|v| < 2^32) and so is f = M * 2^-S (31-bit M).
+        (a) If |v M| < 2^53 the product t = v f is exact, a multiple of 2^-S; t + offset +
+        1/2 is too, and while its magnitude is below 2^(53-S) it is representable: the floor
+        is exact. Otherwise |t| >= 2^(53-S) - 2^9 >= 2^11 - 2^9 (S <= 42): the exact result
+        lies far outside any int8 clamp range, on the side of t's sign, and the rounded float
+        (rounding is monotone, and 2^11 - 2^9 is representable) lies beyond the same bound:
+        both clamp to the same end. (b) If |v M| >= 2^53, |t| >= 2^11 likewise. The int64
+        reference does not wrap: |v| <= 2^32 - 2^11 and M < 2^31 keep |v M| + 2^(S-1) below
+        2^63."""
+        t = np.add(acc, self.float_bias)
+        t *= self.scale
+        t += self.offset + 0.5
+        return t
+
+    def __call__(self, acc: np.ndarray) -> np.ndarray:
+        if self.float64 and acc.dtype == np.int32:
+            u = self._float64(acc)
+            columns = self.int64_columns
+        else:
+            u = np.empty(acc.shape, dtype=np.float64)
+            columns = np.arange(acc.shape[-1])
+        if columns.size:
+            # a row per channel: per-channel operands then broadcast along long inner loops
+            values = acc.T[columns].astype(np.int64)
+            values += self.bias[columns, None]
+            m, s = self.multiplier[columns, None], self.shift[columns, None]
+            u[:, columns] = _rescale(values, m, s, self.offset, self.low, self.high).T
+        np.clip(u, self.low, self.high, out=u)
+        index = u.astype(np.uint8)
+        if self.lut is not None:
+            return np.take(self.lut, index)
+        index ^= 0x80
+        return index.view(np.int8)
+
+
+@lru_cache(maxsize=4096)
+def post_plan(params: bytes, zp_out: int, act_min: int, act_max: int, lut: bytes | None) -> Post:
+    """The `Post` of a PAR tile given by its bytes (int32 [3, channels]: bias, multiplier,
+    shift) and of a table given by its 256 bytes: a layer's parameters repeat in every
+    tile and every inference, so they are prepared once. Raises ValueError for a negative
+    multiplier or a shift outside [1, 62]."""
+    bias, multiplier, shift = np.frombuffer(params, dtype=np.int32).reshape(3, -1)
+    if (multiplier < 0).any() or (shift < 1).any() or (shift > 62).any():
+        raise ValueError("par holds a negative multiplier or a shift outside [1, 62]")
+    table = np.frombuffer(lut, dtype=np.int8) if lut is not None else None
+    return Post(bias, multiplier, shift, zp_out, act_min, act_max, table)
 
 
 def post(
@@ -197,33 +254,8 @@ def post(
     lut: np.ndarray | None,
 ) -> np.ndarray:
     """int32 [count, channels] -> int8: per-channel requantization (`requantize` with
-    `bias`), clamp, then (if given) `y = lut[y + 128]`.
-
-    Channels whose shift allows it go through float64 (`_post_float64` says why that is
-    exact); the others, and accumulators that are not int32, through the int64 formula.
-    Both compute u = y + 128 in [0, 255], whose float64 -> uint8 cast truncates, which is
-    the floor for these non-negative values (clamping before or after the floor is the
-    same, the bounds being integers); u indexes the table, or u ^ 0x80 is y's int8 byte."""
-    bias, multiplier, shift = (np.asarray(p, dtype=np.int64) for p in (bias, multiplier, shift))
-    low, high = act_min + 128, act_max + 128
-    exact = (shift <= POST_FLOAT64_MAX_SHIFT) | (multiplier == 0)
-    if acc.dtype == np.int32 and bias.size and int(np.abs(bias).max()) <= 2**31 - 2**11 and exact.any():
-        u = _post_float64(acc, bias, multiplier, shift, zp_out + 128)
-        columns = np.flatnonzero(~exact)
-    else:
-        u = np.empty(acc.shape, dtype=np.float64)
-        columns = np.arange(acc.shape[-1])
-    if columns.size:
-        # a row per channel: per-channel operands then broadcast along long inner loops
-        values = acc.T[columns].astype(np.int64)
-        values += bias[columns, None]
-        u[:, columns] = _rescale(values, multiplier[columns, None], shift[columns, None], zp_out + 128, low, high).T
-    np.clip(u, low, high, out=u)
-    index = u.astype(np.uint8)
-    if lut is not None:
-        return np.take(lut, index)
-    index ^= 0x80
-    return index.view(np.int8)
+    `bias`), clamp, then (if given) `y = lut[y + 128]` (see `Post`)."""
+    return Post(bias, multiplier, shift, zp_out, act_min, act_max, lut)(acc)
 
 
 _INT8_BY_UINT8 = np.arange(256, dtype=np.uint8).view(np.int8)

@@ -321,14 +321,10 @@ class _Machine:
 
     def post(self, insn: Instruction) -> None:
         n, c = insn.count, insn.channels
-        params = self.tile(Buffer.PAR, insn.par, (3, c))
-        bias, multiplier, shift = params
-        if (multiplier < 0).any() or (shift < 1).any() or (shift > 62).any():
-            raise ValueError("par holds a negative multiplier or a shift outside [1, 62]")
-        lut = self.tile(Buffer.LUT, insn.lut, (256,)) if insn.use_lut else None
-        acc = self.tile(Buffer.ACC, insn.acc, (n, c))
-        y = kernels.post(acc, bias, multiplier, shift, insn.zp_out, insn.act_min, insn.act_max, lut)
-        self.tile(Buffer.INP, insn.out, (n, c))[...] = y
+        params = self.tile(Buffer.PAR, insn.par, (3, c)).tobytes()
+        lut = self.tile(Buffer.LUT, insn.lut, (256,)).tobytes() if insn.use_lut else None
+        requantize = kernels.post_plan(params, insn.zp_out, insn.act_min, insn.act_max, lut)
+        self.tile(Buffer.INP, insn.out, (n, c))[...] = requantize(self.tile(Buffer.ACC, insn.acc, (n, c)))
 
     def eltw(self, insn: Instruction) -> None:
         n, c = insn.count, insn.channels
