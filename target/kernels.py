@@ -270,11 +270,12 @@ def _pair_index(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return index
 
 
-@lru_cache(maxsize=4096)
+@lru_cache(maxsize=512)
 def _eltw_table(mode: str, *params: int) -> np.ndarray:
     """The int8 result of an ELTW for every pair of int8 inputs, [256 * 256] indexed by
-    `_pair_index`: the int64 formula evaluated once per parameter set (at most 64 KiB each;
-    a layer's parameters repeat in every tile and every inference)."""
+    `_pair_index`: the int64 formula evaluated once per parameter set (a layer's parameters
+    repeat in every tile and every inference; the 640x640 detector has 21 sets). 64 KiB
+    each, so the cache holds at most 32 MiB."""
     a = np.repeat(_INT8_BY_UINT8, 256).reshape(256, 256)
     b = np.tile(_INT8_BY_UINT8, 256).reshape(256, 256)
     formula = _eltw_add_int64 if mode == "add" else _eltw_mul_int64
