@@ -205,7 +205,8 @@ class Simulator:
     ) -> dict[str, np.ndarray]:
         """One inference. `inputs` maps IODESC input names to arrays of exactly the
         described shape and dtype. `trace` receives one line per instruction in execution
-        order; `dump(name, array)` receives each MEMMAP tensor once its producer is done."""
+        order; `dump(name, array)` receives each MEMMAP tensor once its producer is done.
+        OpenBLAS runs on one thread meanwhile (`_single_threaded_blas` says why)."""
         with _single_threaded_blas():
             return self._run(_Machine(self, inputs), trace, dump)
 
