@@ -1,8 +1,9 @@
 """Collects the instructions and DRAM regions of a program while quant ops are lowered.
 
 The builder knows three things the per-op lowerings share: the region table (tensors and
-constant blocks, by name), the rotation of weight/parameter/table slots between the two
-halves of their on-chip buffers, and how DMA boxes over NHWC tensors are spelled.
+constant blocks, by name), the rotation of weight/parameter/accumulator/table slots
+between the halves of their on-chip buffers, and how DMA boxes over NHWC tensors are
+spelled.
 `finish` turns everything into npu ops and module attributes (see `npu_memory`).
 """
 
@@ -59,6 +60,7 @@ class ProgramBuilder:
         self.origin = ""
         self._weight_half = 0
         self._param_half = 0
+        self._acc_half = 0
         self._lut_slot = 0
         self._consts: dict[bytes, str] = {}
         self.tile_phase = 0
@@ -95,6 +97,12 @@ class ProgramBuilder:
     def param_slot(self) -> int:
         self._param_half ^= 1
         return self._param_half * (self.arch.param_buffer_bytes // 4 // 2)
+
+    def acc_slot(self) -> int:
+        """Element address of the next accumulator tile (alternating buffer halves): the
+        store engine requantizes one half (POST) while the compute engine fills the other."""
+        self._acc_half ^= 1
+        return self._acc_half * (self.arch.acc_buffer_bytes // 4 // 2)
 
     def lut_slot(self) -> int:
         slots = self.arch.lut_buffer_bytes // 256

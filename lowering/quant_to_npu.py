@@ -10,8 +10,10 @@ that `npu-schedule` adds.
 
 Mapping of the ops:
 - conv2d (plain, grouped, depthwise, strided, dilated, padded with the input zero point by
-  the LOAD) and fully_connected (a 1x1 conv): CONV into the accumulator, then one fused
-  POST: bias, per-channel requantization, clamp (ReLU/Clip), optional table.
+  the LOAD) and fully_connected (a 1x1 conv): CONV into one half of the accumulator, then
+  one fused POST: bias, per-channel requantization, clamp (ReLU/Clip), optional table.
+  POST runs on the store engine, so consecutive tiles alternate accumulator halves and
+  the POST of tile k overlaps the CONV of tile k+1.
 - conv_transpose (stride = kernel): the same 1x1 CONV + POST to kh*kw*Cout channels, with
   the depth-to-space done by the STOREs' DRAM strides (no extra pass over the data).
 - add, mul: ELTW (per-channel broadcast of the second operand when the other is a
@@ -308,6 +310,7 @@ def _conv_layer(lw: _Lowering, x: TensorView, y: TensorView, layer: _ConvLayer, 
                 if rhi <= rlo or chi <= clo:
                     raise EmberError(f"{b.node}: an output tile sees only padding; reduce the padding ({HOST_HINT})")
                 ih, iw = ptop + (rhi - rlo) + pbot, pleft + (chi - clo) + pright
+                acc = b.acc_slot()
                 for k, (i0, i1) in enumerate(chunks):
                     if len(chunks) > 1:
                         wgt = b.weight_slot()
@@ -316,14 +319,14 @@ def _conv_layer(lw: _Lowering, x: TensorView, y: TensorView, layer: _ConvLayer, 
                     b.load_tile(inp, x, (rlo, rhi), (clo, chi), (ic_base + i0, ic_base + i1),
                                 (ptop, pbot, pleft, pright), layer.in_zp)  # fmt: skip
                     b.emit(
-                        Opcode.CONV, inp=inp, wgt=wgt, acc=0, ih=ih, iw=iw, ic=i1 - i0, oc=ocb,
+                        Opcode.CONV, inp=inp, wgt=wgt, acc=acc, ih=ih, iw=iw, ic=i1 - i0, oc=ocb,
                         groups=ocb // ocg if grouped else 1, kh=kh, kw=kw, sh=layer.stride[0], sw=layer.stride[1],
                         dh=layer.dilation[0], dw=layer.dilation[1], in_zp=layer.in_zp, accumulate=int(k > 0),
                     )  # fmt: skip
                     t += 1
                 out = slots.out(t)
                 b.emit(
-                    Opcode.POST, acc=0, par=par, out=out, lut=lut, count=(r1 - r0) * (c1 - c0), channels=ocb,
+                    Opcode.POST, acc=acc, par=par, out=out, lut=lut, count=(r1 - r0) * (c1 - c0), channels=ocb,
                     zp_out=layer.out_zp, act_min=layer.act[0], act_max=layer.act[1], use_lut=int(layer.lut is not None),
                 )  # fmt: skip
                 store(out, (r0, r1), (c0, c1), (oc0, oc1))
@@ -613,15 +616,16 @@ def lower_global_avg_pool(lw: _Lowering, op: quant.GlobalAvgPoolOp) -> None:
     par = _load_params(lw, params, channels, 0, channels)
     slots = _Slots(lw.arch.input_buffer_bytes, tile.rows * x.cols * channels, channels)
     zp_in = quant_type_of(op.input).zero_point
+    acc = b.acc_slot()
     for t, (r0, r1) in enumerate(_tiles(x.rows, tile.rows)):
         inp = slots.inp(t)
         b.load_tile(inp, x, (r0, r1), (0, x.cols), (0, channels))
         b.emit(
-            Opcode.POOL, inp=inp, out=0, ih=r1 - r0, iw=x.cols, channels=channels, kh=r1 - r0, kw=x.cols, sh=1, sw=1,
+            Opcode.POOL, inp=inp, out=acc, ih=r1 - r0, iw=x.cols, channels=channels, kh=r1 - r0, kw=x.cols, sh=1, sw=1,
             zp_in=zp_in, mode=PoolMode.SUM, accumulate=int(t > 0), act_min=-128, act_max=127,
         )  # fmt: skip
     out = slots.out(0)
-    b.emit(Opcode.POST, acc=0, par=par, out=out, count=1, channels=channels,
+    b.emit(Opcode.POST, acc=acc, par=par, out=out, count=1, channels=channels,
            zp_out=quant_type_of(op.output).zero_point, act_min=-128, act_max=127)  # fmt: skip
     b.store_tile(out, y, (0, 1), (0, 1), (0, channels))
 

@@ -3,10 +3,10 @@
 Every layer runs tile by tile: LOAD the input tile (and, once per block, weights and
 parameters), compute, POST/vector op, STORE. The input buffer holds two input tiles and
 two result tiles (ping-pong, so the load and store engines work on one tile while the
-compute engine works on the other); the accumulator holds one tile, since only the
-compute engine touches it and it runs in order. Weight, parameter and table tiles
-alternate between two halves of their buffers, so the next block's are loaded while the
-current block computes.
+compute engine works on the other). The accumulator holds two tiles for the same reason:
+POST runs on the store engine and requantizes one while CONV fills the other. Weight,
+parameter and table tiles alternate between two halves of their buffers, so the next
+block's are loaded while the current block computes.
 
 A plan that cannot fit even the smallest tile raises `TilingError` with the limit hit;
 the lowering adds the ONNX node name.
@@ -116,7 +116,7 @@ def plan_conv(arch: Arch, window: Window, in_channels: int, out_channels: int, g
     icg, ocg = in_channels // groups, out_channels // groups
     wgt_half = arch.weight_buffer_bytes // 2
     par_half = arch.param_buffer_bytes // 4 // 2
-    acc_elems = arch.acc_buffer_bytes // 4
+    acc_half = arch.acc_buffer_bytes // 4 // 2
     cols = arch.mac_cols
 
     candidates: list[tuple[int, int, int]] = []  # (oc_block, ic_chunk, input channels loaded)
@@ -140,7 +140,7 @@ def plan_conv(arch: Arch, window: Window, in_channels: int, out_channels: int, g
         candidates = [c for c in candidates if c[0] == out_channels]
 
     for oc_block, ic_chunk, loaded in candidates:
-        tile = spatial_tile(window, loaded, oc_block, arch.input_buffer_bytes, oc_block, acc_elems)
+        tile = spatial_tile(window, loaded, oc_block, arch.input_buffer_bytes, oc_block, acc_half)
         if tile is not None:
             return ConvTiling(oc_block, ic_chunk, tile)
     if not candidates:

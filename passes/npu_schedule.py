@@ -16,8 +16,9 @@ such hazard ordered while keeping the engines free otherwise:
   engine relays the token (it pops from one side and pushes to the other).
 
 Tokens only ever point forward in program order, so the result cannot deadlock. With the
-ping-pong tile placement of the lowering this lets the load engine fetch tile k+1 and the
-store engine write tile k-1 while tile k computes.
+ping-pong placement of tiles and accumulator halves in the lowering this lets the load
+engine fetch tile k+1 and the store engine requantize (POST) and write tile k-1 while
+tile k computes.
 """
 
 from __future__ import annotations

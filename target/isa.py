@@ -41,7 +41,10 @@ class Opcode(enum.IntEnum):
 
 class Engine(enum.IntEnum):
     """The three in-order engines. Token queues connect neighbours only:
-    load <-> compute <-> store (VTA's scheme)."""
+    load <-> compute <-> store (VTA's scheme). POST runs on the store engine: the
+    requantization epilogue is applied as results leave the accumulator (Gemmini's
+    scale-on-store, NVDLA's SDP), so it overlaps the next tile's CONV instead of
+    following it on the compute engine."""
 
     LOAD = 0
     COMPUTE = 1
@@ -241,7 +244,7 @@ FORMATS: dict[Opcode, Format] = {
         ),
         Format(
             Opcode.POST,
-            Engine.COMPUTE,
+            Engine.STORE,
             "requantize int32 accumulators to int8, optionally through a lookup table",
             (
                 Field("acc", "<u4", "accumulators [count, channels] in `acc`"),

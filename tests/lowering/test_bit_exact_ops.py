@@ -10,6 +10,7 @@ import pytest
 
 from ember.dialects import quant
 from ember.dialects import quant_tables as qt
+from ember.target.isa import Engine, Opcode
 
 CONVS = {
     "3x3_odd_channels": dict(shape=[1, 5, 9, 7], oc=20, k=3),
@@ -149,3 +150,19 @@ def test_layout_ops(graph, check_bit_exact):
     r = graph.layout(quant.ReshapeOp, x, [1, 30, 7])
     flat = graph.layout(quant.ReshapeOp, graph.global_avg_pool(x), [1, 6])
     check_bit_exact(graph, t, s, p, r, flat)
+
+
+def test_conv_tiles_alternate_accumulator_halves_so_post_overlaps_the_next_conv(graph, check_bit_exact):
+    """POST runs on the store engine: with consecutive tiles in different accumulator
+    halves, the requantization of tile k runs while the compute engine convolves tile k+1."""
+    x = graph.input([1, 32, 96, 96])
+    sim = check_bit_exact(graph, graph.conv(x, oc=48, k=3))
+    program, sched = sim.program, sim.schedule
+    convs = [i for i, insn in enumerate(program) if insn.opcode == Opcode.CONV]
+    posts = [i for i, insn in enumerate(program) if insn.opcode == Opcode.POST]
+    assert len(posts) == len(convs) > 2
+    halves = [program[i].acc for i in posts]
+    assert len(set(halves)) == 2 and all(a != b for a, b in zip(halves, halves[1:]))
+    for post, conv in zip(posts, convs[1:]):
+        assert sched.engines[post] == Engine.STORE
+        assert sched.start[conv] < sched.end[post] and sched.start[post] < sched.end[conv]

@@ -1,8 +1,9 @@
 """A small program builder for hand-written NPU test programs.
 
-`TileProgram` loads arrays from CONST into on-chip buffers (load engine), runs compute
-instructions, stores one result tile to DRAM (store engine), with the tokens that order
-them, and returns the stored array.
+`TileProgram` loads arrays from CONST into on-chip buffers (load engine), runs the given
+instructions (CONV, ELTW, POOL ... on the compute engine; POST on the store engine, ahead
+of the final STORE), stores one result tile to DRAM, with the tokens that order them,
+and returns the stored array.
 """
 
 from __future__ import annotations
@@ -64,7 +65,7 @@ def as_3d(array: np.ndarray) -> tuple[int, int, int]:
 
 
 class TileProgram:
-    """Collects CONST data, loads, compute instructions and one output store."""
+    """Collects CONST data, loads, compute and POST instructions and one output store."""
 
     def __init__(self, arch: str = "ember16"):
         self.arch = load_arch(arch)
@@ -90,13 +91,20 @@ class TileProgram:
         rows, cols, chans = out_shape if len(out_shape) == 3 else (1, 1, int(np.prod(out_shape)))
         dtype = isa.BUFFER_DTYPES[out_buf]
         out_offset = len(self.const) + 64
-        loads = list(self.loads)
-        loads[-1] = isa.Instruction(Opcode.LOAD, loads[-1].tokens | Token.PUSH_NEXT, loads[-1].fields)
-        compute = list(self.compute)
-        compute[0] = isa.Instruction(compute[0].opcode, compute[0].tokens | Token.POP_PREV, compute[0].fields)
-        compute[-1] = isa.Instruction(compute[-1].opcode, compute[-1].tokens | Token.PUSH_NEXT, compute[-1].fields)
-        store = dense_store(out_buf, out_sram, out_offset, (rows, cols, chans), Token.POP_PREV)
-        program = loads + compute + [store, isa.make(Opcode.END)]
+        # load -> compute -> store: the last LOAD releases the compute engine (a SYNC when
+        # only POSTs run, since load and store share no queue), whose last instruction
+        # releases the store engine (its POSTs, then the STORE)
+        compute = [insn for insn in self.compute if insn.engine == isa.Engine.COMPUTE]
+        posts = [insn for insn in self.compute if insn.engine == isa.Engine.STORE]
+        if not compute:
+            compute = [isa.make(Opcode.SYNC, engine=isa.Engine.COMPUTE)]
+        store = dense_store(out_buf, out_sram, out_offset, (rows, cols, chans))
+        loads, stored = list(self.loads), [*posts, store]
+        for part, index, flag in ((loads, -1, Token.PUSH_NEXT), (compute, 0, Token.POP_PREV),
+                                  (compute, -1, Token.PUSH_NEXT), (stored, 0, Token.POP_PREV)):  # fmt: skip
+            insn = part[index]
+            part[index] = isa.Instruction(insn.opcode, insn.tokens | flag, insn.fields)
+        program = loads + compute + stored + [isa.make(Opcode.END)]
         nbytes = rows * cols * chans * dtype.itemsize
         return Ebin(
             arch=self.arch,
@@ -145,10 +153,10 @@ def two_layer_model() -> tuple[Ebin, np.ndarray, np.ndarray]:
         dense_load(Buffer.WGT, 0, 0, (1, 4, 3)),
         dense_load(Buffer.PAR, 0, 16, (1, 1, 12)),
         dense_load(Buffer.INP, 0, x_at, (4, 4, 3), T.PUSH_NEXT),
-        isa.make(Opcode.CONV, T.POP_PREV, inp=0, wgt=0, acc=0, ih=4, iw=4, ic=3, oc=4, groups=1,
+        isa.make(Opcode.CONV, T.POP_PREV | T.PUSH_NEXT, inp=0, wgt=0, acc=0, ih=4, iw=4, ic=3, oc=4, groups=1,
                  kh=1, kw=1, sh=1, sw=1, dh=1, dw=1),  # fmt: skip
-        isa.make(Opcode.POST, T.PUSH_NEXT, acc=0, par=0, out=100, count=16, channels=4, act_min=-128, act_max=127),
-        dense_store(Buffer.INP, 100, t1_at, (4, 4, 4), T.POP_PREV | T.PUSH_PREV),
+        isa.make(Opcode.POST, T.POP_PREV, acc=0, par=0, out=100, count=16, channels=4, act_min=-128, act_max=127),
+        dense_store(Buffer.INP, 100, t1_at, (4, 4, 4), T.PUSH_PREV),
         isa.make(Opcode.SYNC, T.POP_NEXT | T.PUSH_PREV, engine=isa.Engine.COMPUTE),
         dense_load(Buffer.INP, 200, t1_at, (4, 4, 4), T.POP_NEXT | T.PUSH_NEXT),
         isa.make(Opcode.POOL, T.POP_PREV | T.PUSH_NEXT, inp=200, out=300, ih=4, iw=4, channels=4, kh=2, kw=2,

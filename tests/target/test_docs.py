@@ -39,3 +39,21 @@ def test_isa_doc_table_matches_the_record_layout(opcode):
     text = DOC.read_text()
     section = text.split(f"\n## {opcode.name} ")[1].split("\n## ")[0]
     assert markdown_table(fmt) in section
+
+
+def test_isa_doc_engines_match_the_formats():
+    """The engines table and each instruction's heading name the engine `FORMATS` gives it."""
+    text = DOC.read_text()
+    table = text.split("| engine | instructions |\n|---|---|\n")[1].split("\n\n")[0]
+    listed = {}
+    for row in table.splitlines():
+        engine, names = (cell.strip() for cell in row.strip("|").split("|"))
+        for name in names.split(", "):
+            if not name.startswith("`SYNC"):
+                listed[name] = engine
+    fixed = {op.name: fmt.engine.name.lower() for op, fmt in FORMATS.items() if fmt.engine is not None}
+    assert listed == fixed
+    for name, engine in fixed.items():
+        heading = text.split(f"\n## {name} ")[1].split("\n")[0]
+        if name != "END":
+            assert heading.endswith(f"({engine} engine)")

@@ -175,3 +175,74 @@ def test_conv_cycles_follow_the_mac_array():
     assert cycles(dw, ARCH) == ARCH.compute_setup_cycles + 64 * 1 * 2
     dma = load(0, n=100)
     assert cycles(dma, ARCH) == ARCH.dma_setup_cycles + 7
+
+
+# ----------------------------------------------------- POST on the store engine
+
+
+def conv1x1(inp, acc, tokens, pixels=64, n=16):
+    """CONV of a [1, pixels, n] tile with n 1x1 filters into `acc`."""
+    return isa.make(Opcode.CONV, tokens, inp=inp, wgt=0, acc=acc, ih=1, iw=pixels, ic=n, oc=n, groups=1,
+                    kh=1, kw=1, sh=1, sw=1, dh=1, dw=1)  # fmt: skip
+
+
+def post(acc, out, tokens, pixels=64, n=16):
+    return isa.make(Opcode.POST, tokens, acc=acc, par=0, out=out, count=pixels, channels=n, act_min=-128, act_max=127)
+
+
+def two_tiles(acc1, post0_tokens, conv1_tokens, conv0_tokens=T.POP_PREV | T.PUSH_NEXT):
+    """Two 64-pixel tiles of a 1x1 conv: LOADs, then per tile CONV (compute), POST and
+    STORE (store engine). Tile 0 accumulates at 0, tile 1 at `acc1`."""
+    tile = (1, 64, 16)
+    strides = dict(stride0=1024, stride1=16, stride2=1)
+    loads = [
+        load(0, buf=Buffer.WGT, n=256),
+        load(0, buf=Buffer.PAR, n=48),
+        isa.make(Opcode.LOAD, T.PUSH_NEXT, dram=0, sram=0, buf=Buffer.INP, **strides,
+                 size0=1, size1=64, size2=16),  # fmt: skip
+        isa.make(Opcode.LOAD, T.PUSH_NEXT, dram=1024, sram=1024, buf=Buffer.INP, **strides,
+                 size0=1, size1=64, size2=16),  # fmt: skip
+    ]
+    stores = [isa.make(Opcode.STORE, 0, dram=4096 + 1024 * k, sram=8192 + 1024 * k, buf=Buffer.INP, **strides,
+                       size0=tile[0], size1=tile[1], size2=tile[2]) for k in range(2)]  # fmt: skip
+    return [
+        *loads,
+        conv1x1(0, 0, conv0_tokens),
+        post(0, 8192, post0_tokens),
+        stores[0],
+        conv1x1(1024, acc1, conv1_tokens),
+        post(acc1, 9216, T.POP_PREV),
+        stores[1],
+    ]
+
+
+def test_post_on_the_store_engine_overlaps_the_next_conv():
+    """Scale-on-store: with the two tiles in different accumulator halves, the store
+    engine requantizes tile 0 while the compute engine convolves tile 1."""
+    assert isa.FORMATS[Opcode.POST].engine == isa.Engine.STORE
+    sched = simulator(two_tiles(32768, T.POP_PREV, T.POP_PREV | T.PUSH_NEXT), dram_size=8192).schedule
+    conv0, post0, conv1 = 4, 5, 7
+    assert sched.engines[post0] == isa.Engine.STORE and sched.engines[conv1] == isa.Engine.COMPUTE
+    assert sched.start[post0] == sched.end[conv0]
+    assert sched.start[post0] < sched.end[conv1] and sched.start[conv1] < sched.end[post0]
+
+
+def test_post_without_a_token_from_its_conv_is_a_race():
+    with pytest.raises(EmberError) as err:
+        simulator(two_tiles(32768, 0, T.POP_PREV | T.PUSH_NEXT, conv0_tokens=T.POP_PREV), dram_size=8192)
+    assert str(err.value) == (
+        "t.ebin: instruction 5 (post, node 'layer5'): acc [0, 1024) overlaps memory used by t.ebin: instruction 4"
+        " (conv, node 'layer4') on the compute engine with no dependency-token path between them; add a push/pop pair"
+    )
+
+
+def test_one_accumulator_tile_needs_a_store_to_compute_token_and_serializes():
+    """Without ping-pong, the next CONV overwrites the accumulator the POST still reads:
+    a race unless the POST pushes a token back, and then the two cannot overlap."""
+    with pytest.raises(EmberError, match=r"^t.ebin: instruction 7 \(conv, node 'layer7'\): acc \[0, 1024\) overlaps"
+                                         r" memory used by t.ebin: instruction 5 \(post, node 'layer5'\) on the store"
+                                         r" engine"):  # fmt: skip
+        simulator(two_tiles(0, T.POP_PREV, T.POP_PREV | T.PUSH_NEXT), dram_size=8192)
+    sched = simulator(two_tiles(0, T.POP_PREV | T.PUSH_PREV, T.POP_PREV | T.POP_NEXT | T.PUSH_NEXT),
+                      dram_size=8192).schedule  # fmt: skip
+    assert sched.start[7] == sched.end[5]

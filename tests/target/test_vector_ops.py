@@ -324,7 +324,7 @@ def test_bad_parameters_stop_with_the_instruction(tile_program):
     with pytest.raises(EmberError) as err:
         run_post(tile_program, np.zeros((1, 1)), np.zeros(1), np.array([1 << 30]), np.array([0]), 0)
     assert str(err.value) == (
-        "test.ebin: instruction 2 (post, node 'node2'): par holds a negative multiplier or a shift outside [1, 62]"
+        "test.ebin: instruction 3 (post, node 'node3'): par holds a negative multiplier or a shift outside [1, 62]"
     )
     x = np.zeros((2, 2, 1), dtype=np.int8)
     with pytest.raises(EmberError, match=r"^test.ebin: instruction 1 \(pool, node 'node1'\): a pooling window covers"

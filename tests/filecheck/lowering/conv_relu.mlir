@@ -1,7 +1,8 @@
 // RUN: ember-opt %s -p 'lower-quant-to-npu{arch=ember16},npu-allocate,npu-schedule' | filecheck %s
 // A 3x3 conv with bias and fused ReLU: weights, parameters, padded input tile, CONV,
 // POST, STORE; DRAM is allocated (constants, then input, then output) and the engines
-// synchronise with tokens.
+// synchronise with tokens: load -> CONV (compute) -> POST (store engine, reading the
+// CONV's accumulator half), then the STORE in the store engine's own order.
 
 builtin.module {
   func.func @main(%x: tensor<1x3x8x8x!quant.uniform<i8:f32, 0.05:-3>> {onnx.name = "x"}) -> tensor<1x4x8x8x!quant.uniform<i8:f32, 0.5:-128>> attributes {onnx.output_names = ["y"]} {
@@ -22,7 +23,7 @@ builtin.module {
 // CHECK:      npu.load dram = 128 {{.*}} size0 = 3 size1 = 1 size2 = 4 buf = par
 // CHECK-NEXT: npu.load dram = 0 {{.*}} size0 = 4 size1 = 9 size2 = 3 buf = wgt
 // CHECK-NEXT: npu.load dram = [[X]] sram = 0 stride0 = 24 stride1 = 3 stride2 = 1 size0 = 8 size1 = 8 size2 = 3 buf = inp pad_top = 1 pad_bottom = 1 pad_left = 1 pad_right = 1 pad_value = -3 push_next {node = "conv1", origin = "quant.conv2d"}
-// CHECK-NEXT: npu.conv inp = 0 wgt = {{[0-9]+}} acc = 0 ih = 10 iw = 10 ic = 3 oc = 4 groups = 1 kh = 3 kw = 3 sh = 1 sw = 1 dh = 1 dw = 1 in_zp = -3 accumulate = 0 pop_prev
-// CHECK-NEXT: npu.post acc = 0 par = {{[0-9]+}} out = {{[0-9]+}} lut = 0 count = 64 channels = 4 zp_out = -128 act_min = -128 act_max = 127 use_lut = 0 push_next
-// CHECK-NEXT: npu.store dram = [[Y]] {{.*}} size0 = 8 size1 = 8 size2 = 4 buf = inp pop_prev {node = "conv1", origin = "quant.conv2d"}
+// CHECK-NEXT: npu.conv inp = 0 wgt = {{[0-9]+}} acc = [[ACC:[0-9]+]] ih = 10 iw = 10 ic = 3 oc = 4 groups = 1 kh = 3 kw = 3 sh = 1 sw = 1 dh = 1 dw = 1 in_zp = -3 accumulate = 0 pop_prev push_next
+// CHECK-NEXT: npu.post acc = [[ACC]] par = {{[0-9]+}} out = {{[0-9]+}} lut = 0 count = 64 channels = 4 zp_out = -128 act_min = -128 act_max = 127 use_lut = 0 pop_prev {node = "conv1", origin = "quant.conv2d"}
+// CHECK-NEXT: npu.store dram = [[Y]] {{.*}} size0 = 8 size1 = 8 size2 = 4 buf = inp {node = "conv1", origin = "quant.conv2d"}
 // CHECK-NEXT: npu.end

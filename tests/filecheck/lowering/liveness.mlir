@@ -22,7 +22,8 @@ builtin.module {
 // CHECK-SAME: {name = "b", kind = "scratch", size = 256 : i64, {{[^}]*}}producer = "B", offset = [[A]] : i64}
 // CHECK-SAME: {name = "c", kind = "scratch", size = 256 : i64, {{[^}]*}}producer = "C", offset = [[A]] : i64}
 // CHECK-NOT:  .weights
-// CHECK:      npu.store dram = [[A]] {{.*}} pop_prev push_prev {node = "A", origin = "quant.conv2d"}
+// CHECK:      npu.post {{.*}} pop_prev {node = "A", origin = "quant.conv2d"}
+// CHECK-NEXT: npu.store dram = [[A]] {{.*}} buf = inp push_prev {node = "A", origin = "quant.conv2d"}
 // CHECK:      npu.sync engine = compute pop_next push_prev {node = "B", origin = "npu-schedule"}
 // CHECK-NEXT: npu.load dram = [[A]] {{.*}} buf = inp {{.*}} pop_next push_next {node = "B", origin = "quant.conv2d"}
 // CHECK:      npu.store dram = [[A]] {{.*}} {node = "B", origin = "quant.conv2d"}
