@@ -16,7 +16,7 @@ simulator output to the float output (a sanity figure: int8 against float32).
 
 onnxruntime runs with its default session options (intra-op threads = one per physical
 core), and for reference with one intra-op thread. The simulator is single-threaded: it
-runs BLAS on one thread (see `ember.target.simulator._single_threaded_blas`).
+runs BLAS on one thread (see `ember.support.blas.single_threaded_blas`).
 """
 
 from __future__ import annotations

@@ -37,7 +37,7 @@ from ember.interpreters.mixed_runner import QUANT_OPS, MixedRunner
 from ember.interpreters.quant_reference import dequantize
 from ember.passes.calibrate import observing_session, progress, run_observed
 from ember.support.atomic_output import atomic_output
-from ember.target.simulator import _single_threaded_blas
+from ember.support.blas import single_threaded_blas
 
 FAKE_SUFFIX = "__fakequant"
 CSV_FIELDS = ("node", "type", "runs_on", "output", "range_min", "range_max", "threshold", "cos_calibrated", "cos_quantized", "dtype")
@@ -235,7 +235,7 @@ def accuracy_report(
     outputs = [Row(name, "output", "output", name, ranges.get(name), "float32") for name in output_names]
     samples = list(samples) if not hasattr(samples, "__len__") else samples
     bar, task = progress("accuracy report", len(samples))
-    with bar, _single_threaded_blas():
+    with bar, single_threaded_blas():
         for sample in samples:
             reference = run_observed(float_session, sample, [*names, *output_names])
             fake_all = {o.name: v for o, v in zip(fake_session.get_outputs(), fake_session.run(None, dict(sample)))}

@@ -8,17 +8,15 @@ tiles and calls the integer kernels of `kernels.py`, one numpy call per tile.
 
 from __future__ import annotations
 
-import ctypes
 import math
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from functools import cache
 from typing import IO, Any
 
 import numpy as np
 
+from ember.support.blas import single_threaded_blas
 from ember.support.diagnostics import EmberError
 from ember.target import kernels
 from ember.target.cost import dma_bytes, macs
@@ -38,49 +36,6 @@ from ember.target.isa import (
 from ember.target.program import DRAM, conv_output_shape, load_tile_shape, pool_output_shape, validate
 from ember.target.schedule import Schedule, schedule
 
-
-_OPENBLAS_THREAD_SETTERS = ("openblas_set_num_threads", "scipy_openblas_set_num_threads64_", "scipy_openblas_set_num_threads")
-_OPENBLAS_THREAD_GETTERS = ("openblas_get_num_threads", "scipy_openblas_get_num_threads64_", "scipy_openblas_get_num_threads")
-
-
-@cache
-def _openblas() -> tuple[Callable[[], int], Callable[[int], None]] | None:
-    """(get, set) of the thread count of the OpenBLAS loaded into this process (numpy's),
-    or None where there is none (another BLAS, or no /proc/self/maps)."""
-    try:
-        with open("/proc/self/maps") as maps:
-            paths = sorted({line.split()[-1] for line in maps if "openblas" in line.rsplit("/", 1)[-1].lower()})
-    except OSError:
-        return None
-    for path in paths:
-        lib = ctypes.CDLL(path)
-        setter = next((getattr(lib, n) for n in _OPENBLAS_THREAD_SETTERS if hasattr(lib, n)), None)
-        getter = next((getattr(lib, n) for n in _OPENBLAS_THREAD_GETTERS if hasattr(lib, n)), None)
-        if setter is not None and getter is not None:
-            setter.argtypes = [ctypes.c_int]
-            return getter, setter
-    return None
-
-
-@contextmanager
-def _single_threaded_blas() -> Iterator[None]:
-    """Run OpenBLAS on one thread inside the block, then restore its thread count.
-
-    Every matmul of the simulator is one tile (it fits an on-chip buffer), too small for
-    OpenBLAS's threads to pay off; worse, its idle threads spin, and when the cores are
-    shared with other processes each call can wait milliseconds for a descheduled thread
-    (measured: 11 ms instead of 0.04 ms for a 1936x16 @ 16x32 tile on 2 busy cores)."""
-    blas = _openblas()
-    if blas is None:
-        yield
-        return
-    get, set_ = blas
-    before = get()
-    set_(1)
-    try:
-        yield
-    finally:
-        set_(before)
 
 
 @dataclass(frozen=True)
@@ -206,8 +161,8 @@ class Simulator:
         """One inference. `inputs` maps IODESC input names to arrays of exactly the
         described shape and dtype. `trace` receives one line per instruction in execution
         order; `dump(name, array)` receives each MEMMAP tensor once its producer is done.
-        OpenBLAS runs on one thread meanwhile (`_single_threaded_blas` says why)."""
-        with _single_threaded_blas():
+        OpenBLAS runs on one thread meanwhile (`single_threaded_blas` says why)."""
+        with single_threaded_blas():
             return self._run(_Machine(self, inputs), trace, dump)
 
     def _run(
