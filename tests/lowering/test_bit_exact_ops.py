@@ -5,7 +5,6 @@ tiles, inputs of different scales."""
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
 from ember.dialects import quant

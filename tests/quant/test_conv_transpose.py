@@ -9,7 +9,7 @@ import warnings
 import numpy as np
 import onnxruntime as ort
 import pytest
-from onnx import TensorProto, helper
+from onnx import helper
 from xdsl.dialects.builtin import IntegerType, TensorType
 from xdsl.utils.exceptions import VerifyException
 
