@@ -50,7 +50,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -399,22 +399,43 @@ class Lowering:
 
     def run(self) -> list[OnnxOp]:
         """Convert every matched chain; return the nodes that stay float."""
-        patterns = [(p, [_Element.parse(e) for e in p.sequence]) for p in active_patterns()]
+        patterns = _parsed_patterns()
         for op in list(self.block.ops):
-            if not isinstance(op, OnnxOp) or isinstance(op, InitializerOp) or op in self._consumed:
-                continue
-            if op.node_name in self.float_nodes or not op.results or not _is_f32(op.results[0]):
-                continue
-            self._convert(op, patterns)
+            if self._is_anchor(op):
+                self._convert(op, patterns)
         return self._finish()
 
-    def _convert(self, anchor: OnnxOp, patterns) -> None:
+    def plan(self, host: Collection[Operation] = ()) -> set[OnnxOp]:
+        """The nodes `run` would take into quant ops if the `host` nodes stayed float: the
+        same walk and matching, without lowering (no IR is built, no ranges are read).
+        The best match at each anchor is taken as lowered, so what a lowering refuses
+        with `NotQuantizable` is not foreseen."""
+        self._consumed.update(host)
+        patterns = _parsed_patterns()
+        taken: set[OnnxOp] = set()
+        for op in self.block.ops:
+            if self._is_anchor(op) and (candidates := self._candidates(op, patterns)):
+                taken.update(candidates[0].ops)
+                self._consumed.update(candidates[0].ops)
+        return taken
+
+    def _is_anchor(self, op: Operation) -> bool:
+        """A float node of the graph that no earlier chain took."""
+        if not isinstance(op, OnnxOp) or isinstance(op, InitializerOp) or op in self._consumed:
+            return False
+        return op.node_name not in self.float_nodes and bool(op.results) and _is_f32(op.results[0])
+
+    def _candidates(self, anchor: OnnxOp, patterns) -> list[Match]:
+        """The matches at `anchor`, in the order they are tried: longest, then table order."""
         candidates = []
         for order, (pattern, elements) in enumerate(patterns):
             for groups in self._matches(anchor, elements):
                 candidates.append((-sum(map(len, groups)), order, Match(pattern, groups)))
         candidates.sort(key=lambda c: (c[0], c[1]))
-        for _, _, match in candidates:
+        return [match for _, _, match in candidates]
+
+    def _convert(self, anchor: OnnxOp, patterns) -> None:
+        for match in self._candidates(anchor, patterns):
             if self._try_lower(match):
                 return
 
@@ -512,6 +533,17 @@ class Lowering:
             for op in self.block.ops
             if isinstance(op, OnnxOp) and not isinstance(op, InitializerOp) and any(_is_f32(r) for r in op.results)
         ]
+
+
+def _parsed_patterns() -> list[tuple[QuantPattern, list[_Element]]]:
+    return [(p, [_Element.parse(e) for e in p.sequence]) for p in active_patterns()]
+
+
+def quantizable_nodes(module: ModuleOp, host: Collection[Operation] = ()) -> set[OnnxOp]:
+    """The nodes of `module`'s graph that `convert` would turn into quant ops when the
+    `host` nodes stay float (`Lowering.plan`). `autocrop` asks this so that what it keeps
+    on the NPU is what `quantize` quantizes: every other node would stay float."""
+    return Lowering(module, {}).plan(host)
 
 
 def convert(module: ModuleOp, ranges: dict[str, Range], float_nodes: Sequence[str] = ()) -> list[OnnxOp]:

@@ -1,9 +1,13 @@
 """`autocrop`: find the crop points from the NPU's capability table and `crop` there.
 
 The graph is first constant-folded and shape-inferred (the capability checks need static
-shapes). Then each node goes to one place:
-- pre (host): a node the NPU cannot run (`target/capabilities.py`) that reads only graph
-  inputs, weights and other pre nodes: input preprocessing (Cast, layout Transpose, ...);
+shapes). The NPU runs a node when the capability table (`target/capabilities.py`) accepts
+it and `quantize`'s pattern table takes it (`onnx_to_quant.quantizable_nodes`): a node
+`quantize` would leave float (a per-channel Sub / Div normalization on an input, a
+BatchNormalization after no convolution) cannot run between quant ops. Then each node
+goes to one place:
+- pre (host): a node the NPU cannot run that reads only graph inputs, weights and other
+  pre nodes: input preprocessing (Cast, layout Transpose, normalization, ...);
 - post (host): a node the NPU cannot run, or one that reads a post node's result; and,
   from the outputs backwards, every node whose results only feed post nodes or graph
   outputs, unless it is a convolution / matrix product (Conv, ConvTranspose, Gemm, MatMul)
@@ -28,6 +32,7 @@ from xdsl.passes import ModulePass
 
 from ember.dialects.onnx import InitializerOp, OnnxOp, value_name
 from ember.frontend.onnx_export import graph_function
+from ember.lowering.onnx_to_quant import quantizable_nodes
 from ember.passes.crop import crop_module
 from ember.passes.onnx_constant_fold import OnnxConstantFoldPass
 from ember.passes.onnx_graph import constant_array, describe, remark
@@ -49,10 +54,20 @@ def _epilogue(op: OnnxOp) -> bool:
     return op.ONNX_TYPE in ("Add", "Sub", "Mul", "Div") and any(constant_array(v) is not None for v in op.operands)
 
 
-def place_nodes(nodes: list[Operation]) -> dict[Operation, tuple[str, str]]:
+def npu_reasons(module: ModuleOp, nodes: list[Operation], host: set[Operation]) -> dict[Operation, str | None]:
+    """Why the NPU cannot run each node (None: it can) when the `host` nodes run on the host."""
+    quantized = quantizable_nodes(module, host)
+    reasons = {}
+    for node in nodes:
+        reasons[node] = npu_unsupported_reason(node)
+        if reasons[node] is None and node not in quantized:
+            reasons[node] = "no quantize pattern takes it, so it would stay float"
+    return reasons
+
+
+def place_nodes(nodes: list[Operation], reasons: dict[Operation, str | None]) -> dict[Operation, tuple[str, str]]:
     """The host nodes: op -> ("pre" | "post", why it runs on the host)."""
     host: dict[Operation, tuple[str, str]] = {}
-    reasons = {node: npu_unsupported_reason(node) for node in nodes}
 
     def placed(value: SSAValue, part: str) -> bool:
         return isinstance(value, OpResult) and host.get(value.op, ("", ""))[0] == part
@@ -90,7 +105,14 @@ class AutocropPass(ModulePass):
         OnnxShapeInferencePass().apply(ctx, op)
         block = graph_function(op).body.block
         nodes = [n for n in block.ops if not _is_constant(n) and not isinstance(n, ReturnOp)]
-        host = place_nodes(nodes)
+        # Moving nodes to the host can break the chains `quantize` matches (a tail left
+        # without its anchor), so placement repeats until the host set stops growing.
+        host: dict[Operation, tuple[str, str]] = {}
+        while True:
+            placed = place_nodes(nodes, npu_reasons(op, nodes, set(host)))
+            if placed.keys() <= host.keys():
+                break
+            host = {**placed, **host}
         main = [n for n in nodes if n not in host]
         if not main:
             first = nodes[0] if nodes else None

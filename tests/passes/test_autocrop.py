@@ -140,3 +140,65 @@ def test_compilation_error_suggests_autocrop(kit):
     assert str(err.value) == "Cast 'cast': the Ember NPU cannot run it (Cast is not in the NPU's capability table); move it to the host with -p autocrop (ember-compile --autocrop)"
     module = kit.apply(kit.imported(model), AutocropPass(remarks=False))
     require_npu_support(graph_function(module))
+
+
+def _normalized_classifier(kit):
+    """x -> Sub(per-channel mean) -> Div(per-channel std) -> Relu -> Reshape -> MatMul: the
+    normalization that `extract-normalization` would strip, left in the graph. `quantize`
+    has no pattern for a per-channel Sub / Div without a convolution before it."""
+    inits = {
+        "mean": RNG.normal(size=(1, 8, 1, 1)).astype(np.float32),
+        "std": RNG.uniform(0.25, 2.0, size=(1, 8, 1, 1)).astype(np.float32),
+        "shape": np.array([1, 8], dtype=np.int64),
+        "w": RNG.normal(size=(8, 5)).astype(np.float32),
+    }
+    nodes = [
+        helper.make_node("Sub", ["x", "mean"], ["centered"], name="sub"),
+        helper.make_node("Div", ["centered", "std"], ["scaled"], name="div"),
+        helper.make_node("Relu", ["scaled"], ["r"], name="relu"),
+        helper.make_node("Reshape", ["r", "shape"], ["flat"], name="flatten"),
+        helper.make_node("MatMul", ["flat", "w"], ["y"], name="fc"),
+    ]
+    return kit.model(nodes, {"x": [1, 8, 1, 1]}, ["y"], inits)
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_float_normalization_prefix_goes_to_pre_and_main_compiles(kit, capsys):
+    """The nodes `quantize` would leave float go to the host, so the cropped main part
+    quantizes completely and compiles; the NPU equals the quant reference bit for bit."""
+    from xdsl.dialects.builtin import ModuleOp
+
+    from ember.frontend.samples import SampleSet
+    from ember.interpreters.quant_reference import run_quant_module
+    from ember.lowering.npu_to_ebin import compile_to_ebin
+    from ember.lowering.quant_to_npu import main_function
+    from ember.passes.calibrate import calibrate, record
+    from ember.passes.quantize import QuantizePass
+    from ember.target.ebin import parse, to_bytes
+    from ember.target.simulator import Simulator
+
+    model = _normalized_classifier(kit)
+    module = kit.apply(kit.imported(model), AutocropPass())
+    assert _crop(module) == {"inputs": ["scaled"], "outputs": ["y"]}
+    assert kit.op_types(module, "pre") == {"Sub": 1, "Div": 1}
+    assert kit.op_types(module) == {"Relu": 1, "Reshape": 1, "MatMul": 1}
+    assert "Div 'div' runs on the host (no quantize pattern takes it, so it would stay float)" in capsys.readouterr().err
+    feeds = {"x": RNG.normal(size=(1, 8, 1, 1)).astype(np.float32)}
+    kit.assert_close({"y": kit.run_parts(module, feeds)["y"]}, kit.run(model, feeds))
+
+    sample = {"scaled": kit.run_parts(module, feeds)["scaled"]}
+    record(module, calibrate(module, SampleSet("test", [sample], lambda s: s), "minmax"))
+    QuantizePass().apply(None, module)
+    quant_part = ModuleOp([main_function(module).clone()])
+    assert not [op for op in quant_part.walk() if op.dialect_name() == "onnx"]
+    sim = Simulator(parse(to_bytes(compile_to_ebin(module, "ember16")), "test.ebin"))
+    (x_desc,) = sim.ebin.iodesc["inputs"]
+    (y_desc,) = sim.ebin.iodesc["outputs"]
+    x = RNG.integers(-128, 128, size=x_desc["shape"]).astype(np.int8)
+    got = sim.run({x_desc["name"]: x})[y_desc["name"]]
+    # the reference takes the float input the host would quantize to exactly x
+    nchw = x.transpose(0, 3, 1, 2) if x_desc["layout"] == "NHWC" else x
+    real = (nchw.astype(np.float32) - x_desc["zero_point"]) * np.float32(x_desc["scale"])
+    (expected,) = run_quant_module(quant_part, {x_desc["name"]: real}).values()
+    got_real = (got.astype(np.float32) - y_desc["zero_point"]) * np.float32(y_desc["scale"])
+    assert np.array_equal(got_real.reshape(expected.shape), expected)
