@@ -1,7 +1,8 @@
 """Quantization accuracy: Ember's int8 models against onnxruntime's `quantize_static`.
 
     python benchmarks/quant_accuracy.py [--models cls det] [--sizes 320 640]
-        [--methods percentile mse output_mse] [--cle both|on|off] [--per-sample]
+        [--methods percentile mse output_mse] [--cle both|on|off] [--bias-correction both|on|off]
+        [--per-sample]
 
 The evaluation protocol (benchmarks/RESULTS.md explains it):
 - 16 images in ../shared/images. Two carry text: `page.png` (a printed page) and
@@ -18,7 +19,8 @@ The evaluation protocol (benchmarks/RESULTS.md explains it):
   text-bearing subset (the two right squares); two all-zero tensors count as equal.
 
 Ember: `onnx-constant-fold, fold-batchnorm, [cross-layer-equalize,] onnx-shape-inference,
-calibrate{method}, quantize`, run by the quant reference interpreter (`MixedRunner`, float
+calibrate{method}, quantize[{bias_correction=true}]` (bias correction on the calibration
+samples), run by the quant reference interpreter (`MixedRunner`, float
 islands by onnxruntime): the integer semantics the NPU executes. onnxruntime:
 `quantize_static` (QDQ, per-channel weights, MinMax and Percentile, the same calibration
 samples; the detector converted to opset 13 first, which its quantizer needs).
@@ -40,11 +42,13 @@ import onnxruntime as ort
 from PIL import Image
 from xdsl.context import Context
 
+from ember.frontend.onnx_export import export_model
 from ember.frontend.onnx_import import import_model
 from ember.frontend.samples import Normalization, SampleSet
 from ember.interpreters.accuracy_report import cosine
 from ember.interpreters.mixed_runner import MixedRunner
 from ember.lowering.onnx_to_quant import QuantizationWarning, convert
+from ember.passes.bias_correct import correct_biases
 from ember.passes.calibrate import calibrate
 from ember.passes.cross_layer_equalize import CrossLayerEqualizePass
 from ember.passes.fold_batchnorm import FoldBatchNormPass
@@ -126,15 +130,18 @@ def logits_name(model: onnx.ModelProto) -> str | None:
     return next((n.input[0] for n in model.graph.node if n.op_type == "Sigmoid" and n.output[0] in outputs), None)
 
 
-def ember(model: onnx.ModelProto, shape: tuple[int, ...], method: str, cle: bool, calibration, evaluation) -> list[dict]:
+def ember(model: onnx.ModelProto, shape: tuple[int, ...], method: str, cle: bool, bias: bool, calibration, evaluation) -> list[dict]:
     module = import_model(model, {"x": list(shape)})
     passes = [OnnxConstantFoldPass(), FoldBatchNormPass(), *([CrossLayerEqualizePass()] if cle else []), OnnxShapeInferencePass()]
     for ember_pass in passes:
         ember_pass.apply(Context(), module)
     result = calibrate(module, calibration, method)
+    float_model = export_model(module) if bias else None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", QuantizationWarning)
         convert(module, result.ranges)
+    if float_model is not None:
+        correct_biases(module, float_model, calibration)
     runner = MixedRunner(module)
     return [runner.run(sample) for sample in evaluation]
 
@@ -171,6 +178,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--sizes", nargs="+", type=int, default=[320, 640], help="detector input sizes")
     parser.add_argument("--methods", nargs="+", default=["percentile", "mse", "output_mse"])
     parser.add_argument("--cle", choices=("both", "on", "off"), default="both")
+    parser.add_argument("--bias-correction", choices=("both", "on", "off"), default="off")
     parser.add_argument("--no-onnxruntime", action="store_true")
     parser.add_argument("--per-sample", action="store_true", help="also print each evaluation sample's cosines")
     args = parser.parse_args(argv)
@@ -178,6 +186,7 @@ def main(argv: list[str]) -> int:
     evaluation_regions = [Region(f) for f in EVALUATION_PHOTOS] + [Region(f, box) for f, box in EVALUATION_TEXT]
     text = np.array([r.box is not None for r in evaluation_regions])
     cle_options = {"both": (False, True), "on": (True,), "off": (False,)}[args.cle]
+    bias_options = {"both": (False, True), "on": (True,), "off": (False,)}[args.bias_correction]
     print("| model | input | quantizer | final: all | final: text | logits: all | logits: text |")
     print("|---|---|---|---|---|---|---|")
     for key in args.models:
@@ -203,7 +212,9 @@ def main(argv: list[str]) -> int:
 
             for method in args.methods:
                 for cle in cle_options:
-                    row(f"Ember {'CLE + ' if cle else ''}{method}", ember(model, shape, method, cle, calibration, evaluation))
+                    for bias in bias_options:
+                        label = f"Ember {'CLE + ' if cle else ''}{method}{' + bias correction' if bias else ''}"
+                        row(label, ember(model, shape, method, cle, bias, calibration, evaluation))
             if not args.no_onnxruntime:
                 for method in ("minmax", "percentile"):
                     row(f"onnxruntime {method}", onnxruntime_static(model, method, calibration, evaluation))

@@ -53,6 +53,20 @@ class MixedRunner:
 
     def run(self, inputs: Mapping[str, np.ndarray], observe: Observer | None = None) -> dict[str, np.ndarray]:
         """The graph outputs for `inputs`; `observe(op, results)` sees every op's results."""
+        env = self.bind(inputs)
+        for op in self.function.body.block.ops:
+            if isinstance(op, ReturnOp):
+                outputs = [env[v] for v in op.arguments]
+                names = self.output_names or [f"output{i}" for i in range(len(outputs))]
+                return dict(zip(names, outputs))
+            results = self.step(op, env)
+            env.update(zip(op.results, results))
+            if observe is not None:
+                observe(op, results)
+        raise EmberError("the graph function has no return")
+
+    def bind(self, inputs: Mapping[str, np.ndarray]) -> dict[SSAValue, Any]:
+        """The environment holding the graph inputs (float32, checked against the model)."""
         env: dict[SSAValue, Any] = {}
         for name, arg in zip(self.input_names, self.function.args):
             if name not in inputs:
@@ -61,23 +75,19 @@ class MixedRunner:
             if isinstance(arg.type, TensorType) and value.shape != arg.type.get_shape():
                 raise EmberError(f"input '{name}' has shape {value.shape}, the model expects {arg.type.get_shape()}")
             env[arg] = value
-        for op in self.function.body.block.ops:
-            if isinstance(op, ReturnOp):
-                outputs = [env[v] for v in op.arguments]
-                names = self.output_names or [f"output{i}" for i in range(len(outputs))]
-                return dict(zip(names, outputs))
-            if isinstance(op, InitializerOp):
-                results = (self._constant(op),)
-            elif type(op) in QUANT_OPS:
-                results = self.interpreter.run_op(op, tuple(env[v] for v in op.operands))
-            elif isinstance(op, OnnxOp):
-                results = self._run_onnx(op, env)
-            else:
-                raise EmberError(f"cannot run '{op.name}': only quant and onnx ops run on the reference path")
-            env.update(zip(op.results, results))
-            if observe is not None:
-                observe(op, results)
-        raise EmberError("the graph function has no return")
+        return env
+
+    def step(self, op: Operation, env: dict[SSAValue, Any]) -> Sequence[Any]:
+        """The results of one op of the graph function, its operands read from `env`
+        (callers that change the module between ops, such as bias correction, drive
+        the walk themselves)."""
+        if isinstance(op, InitializerOp):
+            return (self._constant(op),)
+        if type(op) in QUANT_OPS:
+            return self.interpreter.run_op(op, tuple(env[v] for v in op.operands))
+        if isinstance(op, OnnxOp):
+            return self._run_onnx(op, env)
+        raise EmberError(f"cannot run '{op.name}': only quant and onnx ops run on the reference path")
 
     def _constant(self, op: InitializerOp) -> np.ndarray:
         if op.output not in self._constants:

@@ -2,12 +2,15 @@
 
     calibrate{data="images/" mean=127.5 std=127.5},quantize
     quantize{quant_info="model_quant_info.json" float_nodes="Sigmoid_0,Softmax_1"}
+    calibrate{data="images/" method=output_mse},quantize{bias_correction=true}
 
 The conversion itself (pattern table, user patterns, numbers) is
 `ember.lowering.onnx_to_quant`. Ranges come from the module (`calibrate` records them
 as `ember.calibration`) or from a `*_quant_info.json` file (`quant_info`). Nodes named
 in `float_nodes` (comma separated) stay float on the host, like every node no pattern
-matches; one warning lists them.
+matches; one warning lists them. `bias_correction=true` then corrects the int32 biases
+on the samples `calibrate` recorded (`ember.passes.bias_correct`), normalized as
+`calibrate` does by default (the normalization `extract-normalization` recorded).
 """
 
 from __future__ import annotations
@@ -15,11 +18,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from xdsl.context import Context
-from xdsl.dialects.builtin import ModuleOp
+from xdsl.dialects.builtin import DictionaryAttr, ModuleOp, StringAttr
 from xdsl.passes import ModulePass
 
+from ember.frontend.onnx_export import export_model
+from ember.frontend.samples import load_samples
 from ember.lowering.onnx_to_quant import convert
-from ember.passes.calibrate import load_quant_info, recorded_ranges
+from ember.passes.bias_correct import correct_biases
+from ember.passes.calibrate import CALIBRATION_ATTR, input_specs, load_quant_info, recorded_normalization, recorded_ranges
+from ember.support.diagnostics import EmberError
 
 
 @dataclass(frozen=True)
@@ -30,7 +37,17 @@ class QuantizePass(ModulePass):
 
     quant_info: str = ""
     float_nodes: str = ""
+    bias_correction: bool = False
 
     def apply(self, ctx: Context, op: ModuleOp) -> None:
         ranges = load_quant_info(self.quant_info) if self.quant_info else recorded_ranges(op)
+        if self.bias_correction:
+            # the float model and its samples must be taken before conversion replaces it
+            entry = op.attributes.get(CALIBRATION_ATTR)
+            if not isinstance(entry, DictionaryAttr) or not isinstance(data := entry.data.get("data"), StringAttr):
+                raise EmberError("quantize{bias_correction=true} needs the samples of 'calibrate{data=...}' run on this module")
+            samples = load_samples(data.data, input_specs(op), recorded_normalization(op))
+            float_model = export_model(op)
         convert(op, ranges, [n.strip() for n in self.float_nodes.split(",") if n.strip()])
+        if self.bias_correction:
+            correct_biases(op, float_model, samples)

@@ -35,6 +35,10 @@ MODELS = {
         file="ppocr_mobile_v2_cls.onnx", shape="x=1,3,48,192", cut=[AutocropPass(remarks=False)],
         mean=(127.5,), std=(127.5,), ops={"quant.fully_connected": 1},
     ),
+    "ppocr_mobile_v2_cls_bias_corrected": dict(
+        file="ppocr_mobile_v2_cls.onnx", shape="x=1,3,48,192", cut=[AutocropPass(remarks=False)],
+        mean=(127.5,), std=(127.5,), ops={"quant.fully_connected": 1}, bias_correction=True,
+    ),
 }  # fmt: skip
 
 
@@ -47,7 +51,8 @@ def test_real_model_bit_exact(case):
     module = import_model(load_onnx(str(path)), parse_input_shapes([case["shape"]]), source=str(path))
     ctx = Context()
     passes = [FoldBatchNormPass(), ExtractNormalizationPass(remarks=False), *case["cut"],
-              CalibratePass(data=str(SHARED / "images"), limit=2, mean=case["mean"], std=case["std"]), QuantizePass()]  # fmt: skip
+              CalibratePass(data=str(SHARED / "images"), limit=2, mean=case["mean"], std=case["std"]),
+              QuantizePass(bias_correction=case.get("bias_correction", False))]  # fmt: skip
     for p in passes:
         p.apply(ctx, module)
     quant_part = ModuleOp([main_function(module).clone()])
