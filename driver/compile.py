@@ -68,6 +68,8 @@ class CompileOptions:
     input_type: str | None = None
     equalize: bool = False
     """Cross-layer equalization after batch-norm folding (else the script's `equalization`)."""
+    bias_correction: bool = False
+    """Empirical bias correction after quantization (else the script's `bias_correction`)."""
 
 
 @dataclass
@@ -174,8 +176,8 @@ class Compiler:
         main = graph_function(module)
         main_inputs = [value_name(a) for a in main.args]
         preproc = self.preproc_choice(script, normalization, specs, main_inputs)
-        samples, frames = self.calibrate(module, script, specs, normalization)
-        self.quantize(module, script)
+        calibration_samples, samples, frames = self.calibrate(module, script, specs, normalization)
+        self.quantize(module, script, calibration_samples)
         self.accuracy(float_module, module, samples)
         deploy = {
             "inputs": [{"name": s.name, "shape": list(s.shape)} for s in specs],
@@ -276,7 +278,8 @@ class Compiler:
         return image_inputs[0], fmt
 
     def calibrate(self, module: ModuleOp, script: ModelScript, specs: list[InputSpec], normalization: Normalization | None):
-        """Calibrate; returns (samples as floats, their uint8 frames when they are images)."""
+        """Calibrate; returns (all calibration samples, the report's samples as floats, their
+        uint8 frames when they are images)."""
         from ember.passes.calibrate import calibrate, input_specs, record, write_quant_info
 
         method = script.calibration_method or DEFAULT_METHOD
@@ -300,17 +303,24 @@ class Compiler:
         if normalization is not None and all(len(s.shape) == 4 and s.shape[1] == 3 for s in main_specs):
             frames = [{k: _to_frame(v, normalization) for k, v in sample.items()} for sample in chosen]
             # the frames are RGB; the binary takes them in its pixel format
-        return chosen, frames
+        return samples, chosen, frames
 
-    def quantize(self, module: ModuleOp, script: ModelScript) -> None:
+    def quantize(self, module: ModuleOp, script: ModelScript, samples) -> None:
         from ember.frontend.qdq_export import export_qdq
+        from ember.passes.bias_correct import correct_biases
         from ember.passes.quantize import QuantizePass
 
         with self.stage("quantize", "_quantized.mlir", "_quantized.onnx"):
+            correct = self.options.bias_correction or script.bias_correction
+            # the samples are the ones calibration read, normalized as the script or model says
+            float_model = export_model(module) if correct else None
             QuantizePass(float_nodes=",".join(script.float_nodes)).apply(self.ctx, module)
+            if float_model is not None:
+                correct_biases(module, float_model, samples)
             with atomic_output(self.path("_quantized.mlir")) as handle:
                 handle.write(_print_module(module))
             write_bytes_atomic(self.path("_quantized.onnx"), export_qdq(module).SerializeToString())
+        self.summary.decisions.append(("bias correction", "empirical, on the calibration samples" if correct else "none"))
         if script.float_nodes:
             self.summary.decisions.append(("precision", f"kept in float on the host: {', '.join(script.float_nodes)} (model script)"))
 

@@ -7,6 +7,7 @@
     autocrop()
     quantization(method=percentile, percentile=99.99)
     equalization(on)                          # cross-layer equalization: on | off
+    bias_correction(on)                       # empirical bias correction after quantization: on | off
     precision(conv_last, float)               # keep one node in float (on the host)
     calibration(size=32)
 
@@ -69,6 +70,7 @@ class ModelScript:
     percentile: float | None = None
     calibration_size: int | None = None
     equalize: bool = False
+    bias_correction: bool = False
     float_nodes: list[str] = field(default_factory=list)
 
 
@@ -153,6 +155,7 @@ class _Checker:
             "autocrop": self.autocrop,
             "quantization": self.quantization,
             "equalization": self.equalization,
+            "bias_correction": self.bias_correction,
             "precision": self.precision,
             "calibration": self.calibration,
         }
@@ -244,6 +247,10 @@ class _Checker:
     def equalization(self, call: _Call) -> None:
         args = self.args(call, ["mode"], {})
         self.script.equalize = SWITCHES[self.choice(args["mode"], tuple(SWITCHES), "equalization")]
+
+    def bias_correction(self, call: _Call) -> None:
+        args = self.args(call, ["mode"], {})
+        self.script.bias_correction = SWITCHES[self.choice(args["mode"], tuple(SWITCHES), "bias_correction")]
 
     def precision(self, call: _Call) -> None:
         args = self.args(call, ["node", "precision"], {})

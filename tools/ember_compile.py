@@ -2,7 +2,7 @@
 
     ember-compile MODEL.onnx -o OUTDIR [--input-shape NAME=D,D,..]... [--calib PATH]
         [--autocrop | --inputs T,.. --outputs T,.. | --crop-config FILE.json]
-        [--script FILE] [--arch NAME] [--input-type rgb|bgr|nv12|float] [--equalize]
+        [--script FILE] [--arch NAME] [--input-type rgb|bgr|nv12|float] [--equalize] [--bias-correction]
 
 Writes, for the model file's stem `<p>`: `<p>_original_float.onnx`, `<p>_optimized_float.onnx`,
 `<p>_quant_info.json`, `<p>_quantized.mlir`, `<p>_quantized.onnx` (QDQ), `<p>_node_info.csv`,
@@ -49,6 +49,8 @@ def _parser() -> argparse.ArgumentParser:
                         help="runtime input: raw frames normalized on the NPU, or float normalized on the host")  # fmt: skip
     parser.add_argument("--equalize", action="store_true",
                         help="cross-layer equalization after batch-norm folding (helps PP-OCR detectors, not every model)")  # fmt: skip
+    parser.add_argument("--bias-correction", action="store_true",
+                        help="correct each layer's int32 bias by its mean quantization error on the calibration samples")  # fmt: skip
     parser.add_argument("--debug", action="store_true", help="show the Python traceback of an error")
     return parser
 
@@ -80,6 +82,7 @@ def _main(argv: Sequence[str]) -> int:
         model=args.model, input_shapes=args.input_shape, calib=args.calib, autocrop=args.autocrop,
         crop_inputs=_names(args.inputs), crop_outputs=_names(args.outputs), crop_config=args.crop_config,
         script=args.script, arch=args.arch, input_type=args.input_type, equalize=args.equalize,
+        bias_correction=args.bias_correction,
     )  # fmt: skip
     # progress goes to a terminal's stderr; the summary to stdout; an error is then the only line on stderr
     progress = Console(stderr=True, highlight=False, quiet=not sys.stderr.isatty())
