@@ -69,6 +69,22 @@ def _fails(tool, argv, capsys, message: str) -> None:
     assert len(err) == 1 and message in err[0], err
 
 
+def test_bias_correction_changes_only_biases_and_stays_bit_exact(compiled: Path, tmp_path: Path):
+    """--bias-correction moves int32 biases by the measured mean error; the NPU still
+    equals the reference interpreter bit for bit."""
+    out = tmp_path / "bc"
+    assert ember_compile([str(MODEL), "-o", str(out), "--input-shape", SHAPE, "--calib", str(CALIB), "--script", str(SCRIPT), "--bias-correction"]) == 0
+    assert "bias correction: empirical, on the calibration samples" in (out / "compile.log").read_text()
+    plain = (compiled / f"{STEM}_quantized.mlir").read_text().splitlines()
+    corrected = (out / f"{STEM}_quantized.mlir").read_text().splitlines()
+    assert len(plain) == len(corrected)
+    changed = [b for a, b in zip(plain, corrected) if a != b]
+    assert changed and all("quant.constant" in line and "xi32>" in line for line in changed)
+    sim, ref = Accelerator(out), Accelerator(out, reference=True)
+    x = read_input(sim, "x", IMAGE)
+    np.testing.assert_array_equal(sim.run({"x": x})[OUTPUT], ref.run({"x": x})[OUTPUT])
+
+
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
