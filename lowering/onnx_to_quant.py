@@ -15,11 +15,13 @@ mapping a chain of ONNX nodes to one quantized op (or a short fixed sequence of 
 A sequence is a tuple of elements; an element is an ONNX op type (`"Conv"`), alternatives
 (`"Gemm|MatMul"`) or a class (`"@eltw"`: an elementwise op whose other operands are
 scalar constants or earlier values of the chain; `"@affine"`: Add/Sub/Mul/Div by a
-per-channel constant, or BatchNormalization), optionally suffixed `?`, `*` or `+`. Each
-op after the first reads the previous op's result; no intermediate result may be used
-outside the chain. At every node the longest matching sequence wins (ties: patterns
-registered by the user first, then the table order); a lowering that finds the match
-unquantizable raises `NotQuantizable` and the next candidate is tried.
+per-channel constant, or BatchNormalization; `"@add"` / `"@mul"`: an Add / Mul whose
+operand shapes the NPU's ELTW unit takes, `capabilities.eltw_shapes_reason`), optionally
+suffixed `?`, `*` or `+`. Each op after the first reads the previous op's result; no
+intermediate result may be used outside the chain. At every node the longest matching
+sequence wins (ties: patterns registered by the user first, then the table order); a
+lowering that finds the match unquantizable raises `NotQuantizable` and the next
+candidate is tried.
 
 Users extend the table from Python without editing Ember:
 
@@ -80,7 +82,7 @@ from ember.dialects.quant_tables import build_table
 from ember.frontend.onnx_export import graph_function
 from ember.frontend.types import attribute_to_onnx
 from ember.support.diagnostics import EmberError
-from ember.target.capabilities import conv_transpose_reason
+from ember.target.capabilities import conv_transpose_reason, eltw_shapes_reason
 
 PATTERN_ATTR = "quant.pattern"
 LUT_INPUT_ATTR = "quant.lut_input"
@@ -235,7 +237,30 @@ def _is_affine(op: OnnxOp, state: ChainState, lowering: Lowering) -> bool:
     return const is not None and per_channel(const, op.results[0], _channel_axis(state.anchor)) is not None
 
 
-ELEMENT_CLASSES: dict[str, ClassPredicate] = {"eltw": _is_eltw, "affine": _is_affine}
+def _eltw_binary(op_type: str) -> ClassPredicate:
+    """An `op_type` node of two static-shaped operands that ELTW computes as they are.
+    Matching only these (rather than refusing in the lowering) lets `quantizable_nodes`
+    foresee it, so `autocrop` sends the others to the host. A per-channel constant after a
+    convolution is not affected: the convolution's chain folds it (`@affine`) before the
+    walk reaches it as an anchor."""
+
+    def accepts(op: OnnxOp, state: ChainState, lowering: Lowering) -> bool:
+        if op.ONNX_TYPE != op_type or len(op.operands) != 2:
+            return False
+        values = [*op.operands, op.results[0]]
+        if not all(isinstance(v.type, TensorType) and all(d >= 0 for d in v.type.get_shape()) for v in values):
+            return False
+        return eltw_shapes_reason(*(v.type.get_shape() for v in values)) is None
+
+    return accepts
+
+
+ELEMENT_CLASSES: dict[str, ClassPredicate] = {
+    "eltw": _is_eltw,
+    "affine": _is_affine,
+    "add": _eltw_binary("Add"),
+    "mul": _eltw_binary("Mul"),
+}
 """`@name` classes usable in sequences; extend it to add a class."""
 
 
@@ -952,8 +977,8 @@ BUILTIN_PATTERNS: list[QuantPattern] = [
     QuantPattern("conv", ("Conv", "@affine*", "@eltw*"), lower_weighted),
     QuantPattern("conv_transpose", ("ConvTranspose", "@affine*", "@eltw*"), lower_weighted),
     QuantPattern("fully_connected", ("Gemm|MatMul", "@affine*", "@eltw*"), lower_weighted),
-    QuantPattern("add", ("Add", "@eltw*"), lower_add),
-    QuantPattern("mul", ("Mul", "@eltw*"), lower_mul),
+    QuantPattern("add", ("@add", "@eltw*"), lower_add),
+    QuantPattern("mul", ("@mul", "@eltw*"), lower_mul),
     QuantPattern("lut", ("@eltw", "@eltw*"), lower_lut),
     QuantPattern("max_pool", ("MaxPool",), lower_max_pool),
     QuantPattern("avg_pool", ("AveragePool",), lower_avg_pool),

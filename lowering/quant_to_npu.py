@@ -16,8 +16,8 @@ Mapping of the ops:
   the POST of tile k overlaps the CONV of tile k+1.
 - conv_transpose (stride = kernel): the same 1x1 CONV + POST to kh*kw*Cout channels, with
   the depth-to-space done by the STOREs' DRAM strides (no extra pass over the data).
-- add, mul: ELTW (per-channel broadcast of the second operand when the other is a
-  `N x C x 1 x 1` tensor: squeeze-excitation).
+- add, mul: ELTW (per-channel broadcast of the operand that is `1 x C x 1 x 1`:
+  squeeze-excitation; `capabilities.eltw_shapes_reason` is the shape rule).
 - max_pool, avg_pool: POOL with the padding borders excluded (or counted, with the zero
   point, for count_include_pad). global_avg_pool: POOL sum into the accumulator over row
   tiles, then POST (a single rounding, as the reference).
@@ -52,7 +52,7 @@ from ember.lowering.npu_memory import Region
 from ember.lowering.tiling import ConvTiling, TilingError, Window, plan_conv, plan_vector, window_span
 from ember.support.diagnostics import EmberError
 from ember.target.arch import Arch, load_arch
-from ember.target.capabilities import require_npu_support
+from ember.target.capabilities import eltw_shapes_reason, require_npu_support
 from ember.target.isa import Buffer, EltwMode, Opcode, PoolMode, ResizeMode
 
 NODE_ATTR = "onnx_node"
@@ -449,11 +449,6 @@ def lower_fully_connected(lw: _Lowering, op: quant.FullyConnectedOp) -> None:
 # --------------------------------------------------------------------- elementwise
 
 
-def _is_channel_vector(shape: tuple[int, ...], full: tuple[int, ...]) -> bool:
-    """`shape` broadcasts to `full` as one value per channel (N x C x 1 x 1)."""
-    return len(shape) == 4 and len(full) == 4 and shape[1] == full[1] and shape[0] == 1 and shape[2:] == (1, 1)
-
-
 def _eltw(lw: _Lowering, op: quant.AddOp | quant.MulOp, fields: Callable[[bool], dict]) -> None:
     b = lw.builder
     out_shape = _shape(op.output)
@@ -462,11 +457,8 @@ def _eltw(lw: _Lowering, op: quant.AddOp | quant.MulOp, fields: Callable[[bool],
     if _shape(lhs) != out_shape and _shape(rhs) == out_shape:
         lhs, rhs, swapped = rhs, lhs, True
     broadcast = _shape(rhs) != out_shape
-    if _shape(lhs) != out_shape or (broadcast and not _is_channel_vector(_shape(rhs), out_shape)):
-        raise EmberError(
-            f"{b.node}: {op.name} of shapes {_shape(op.lhs)} and {_shape(op.rhs)}: the NPU broadcasts only one value"
-            f" per channel; {HOST_HINT}"
-        )
+    if (reason := eltw_shapes_reason(_shape(lhs), _shape(rhs), out_shape)) is not None:
+        raise EmberError(f"{b.node}: {op.name} of shapes {_shape(op.lhs)} and {_shape(op.rhs)}: {reason}; {HOST_HINT}")
     a, bv = lw.view(lhs), lw.view(rhs)
     y = lw.define(op.output)
     count = y.rows * y.cols

@@ -13,7 +13,10 @@ The limits follow the instruction set (docs: DESIGN.md section 5):
   divide the channels): that is a 1x1 CONV to `k*k*Cout` channels stored by a strided DMA
   as a depth-to-space (`conv_transpose_reason`, which `quantize` uses too).
 - POOL: max / average windows with the same kernel and stride limits, and global averages.
-- ELTW: Add / Sub / Mul of two tensors or by constants, Div by a constant (a Mul).
+- ELTW: Add / Sub / Mul of two tensors or by constants, Div by a constant (a Mul). It
+  streams the result's pixels, so one operand has the result's shape and the other the
+  same shape or one value per channel (`eltw_shapes_reason`, which the lowering and
+  `quantize` use too); a per-channel constant after a convolution folds into its POST.
 - POST lookup tables: Sigmoid, HardSigmoid, HardSwish, Tanh, LeakyRelu; Relu and Clip are
   its clamp; SiLU is `x * Sigmoid(x)` (two supported ops).
 - RESIZE: 2-D nearest or bilinear (`linear`) on the spatial axes.
@@ -26,7 +29,7 @@ Transpose, general Reshape, Cast, Shape arithmetic, ...) runs on the host.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
 from xdsl.dialects.builtin import Float16Type, Float32Type, TensorType
@@ -138,6 +141,36 @@ def _concat(op: OnnxOp) -> str | None:
     return None if rank == 4 and axis % rank == 1 else f"it concatenates along axis {axis}, not the channel axis of an NCHW tensor"
 
 
+def eltw_shapes_reason(a: Sequence[int], b: Sequence[int], result: Sequence[int]) -> str | None:
+    """Why ELTW cannot compute an elementwise op of operands shaped `a` and `b` into
+    `result`, or None when it can.
+
+    ELTW walks the result's pixels with both operands in the same layout, so one operand
+    must have the result's shape; the other has it too, or holds one value per channel
+    (`[1, C, 1, 1]` for a `[N, C, H, W]` result), which it loads once and repeats over the
+    pixels (`broadcast_b`). Any other broadcast would need a copy per pixel. The NPU
+    lowering refuses what this refuses, and `quantize` does not make `quant.add` /
+    `quant.mul` of these shapes, so `autocrop` sends them to the host."""
+    a, b, result = tuple(a), tuple(b), tuple(result)
+    if a != result:
+        a, b = b, a
+    if a != result:
+        return f"neither operand has the result's shape {list(result)}"
+    per_channel = len(result) == 4 and len(b) == 4 and b[0] == 1 and b[1] == result[1] and b[2:] == (1, 1)
+    if b == result or per_channel:
+        return None
+    return f"it broadcasts {list(b)} to {list(result)}; the NPU broadcasts only one value per channel ([1, C, 1, 1])"
+
+
+def _elementwise(op: OnnxOp) -> str | None:
+    # With a constant operand the op may fold into the POST of the convolution before it,
+    # which takes any per-channel constant; whether it does is `quantize`'s matching.
+    if len(op.operands) != 2 or any(_constant(v) is not None for v in op.operands):
+        return None
+    a, b = (v.type.get_shape() for v in op.operands)
+    return eltw_shapes_reason(a, b, op.results[0].type.get_shape())
+
+
 def _div(op: OnnxOp) -> str | None:
     return None if _constant(op.operands[1]) is not None else "it divides by a tensor (only division by a constant runs, as a Mul)"
 
@@ -179,11 +212,12 @@ CAPABILITIES: dict[str, Callable[[OnnxOp], str | None]] = {
     "Resize": _resize,
     "Concat": _concat,
     "Div": _div,
+    **{t: _elementwise for t in ELEMENTWISE},
     "MatMul": _matmul,
     "Gemm": _gemm,
     "Flatten": _flatten,
     "Reshape": _flatten,
-    **{t: _always for t in (*ELEMENTWISE, *LOOKUP_ACTIVATIONS, *CLAMP_ACTIVATIONS, *PASS_THROUGH)},
+    **{t: _always for t in (*LOOKUP_ACTIVATIONS, *CLAMP_ACTIVATIONS, *PASS_THROUGH)},
 }
 """ONNX op type -> a check giving why the NPU cannot run a node of that type (None: it can)."""
 
