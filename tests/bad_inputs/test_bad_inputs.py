@@ -320,8 +320,7 @@ def _build(d: Path) -> None:
 
 @pytest.fixture(scope="session")
 def corpus(tmp_path_factory) -> Path:
-    if not (SHARED / "models" / "ppocr_mobile_v2_cls.onnx").exists():
-        pytest.skip("the shared models are not present")
+    assert (SHARED / "models" / "ppocr_mobile_v2_cls.onnx").exists(), "the shared models are not present beside the repository"
     d = tmp_path_factory.mktemp("bad_inputs")
     _build(d)
     return d

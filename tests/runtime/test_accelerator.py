@@ -50,8 +50,7 @@ def _rgb(path: Path) -> np.ndarray:
 
 
 def _images() -> list[np.ndarray]:
-    if not HELD_OUT.is_dir():
-        pytest.skip(f"{HELD_OUT} not present")
+    assert HELD_OUT.is_dir(), f"{HELD_OUT} not present: the tests need ../shared beside the repository"
     return [_rgb(HELD_OUT / name) for name in HELD_OUT_IMAGES]
 
 
