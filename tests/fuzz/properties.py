@@ -39,6 +39,7 @@ from ember.support.diagnostics import EmberError
 from ember.tools import ember_opt
 
 from graphs import GeneratedModel
+from npu_boundary import assert_simulator_matches_reference
 
 RTOL, ATOL = 1e-4, 1e-5
 
@@ -267,15 +268,12 @@ def quantized_bit_exact(generated: GeneratedModel) -> None:
     at the binary's boundary. Every node autocrop keeps is quantized (none stays float). A
     graph with nothing for the NPU, or one the NPU cannot take, is refused with a one-line
     `EmberError` naming a node or tensor: a valid answer."""
-    from ember.dialects import quant
     from ember.frontend.samples import SampleSet
-    from ember.interpreters.quant_reference import dequantize, run_quant_module
     from ember.lowering.npu_to_ebin import compile_to_ebin
     from ember.lowering.quant_to_npu import main_function
     from ember.passes.calibrate import calibrate, input_specs, record
     from ember.passes.quantize import QuantizePass
-    from ember.target.ebin import parse, to_bytes
-    from ember.target.simulator import Simulator
+    from ember.target.ebin import to_bytes
 
     try:
         module = apply_pipeline(imported(generated), "autocrop{remarks=false}")
@@ -298,27 +296,4 @@ def quantized_bit_exact(generated: GeneratedModel) -> None:
     except EmberError as err:
         _assert_clear_error(err, generated)
         return
-    sim = Simulator(parse(data, "fuzz.ebin"), "fuzz.ebin")
-    rng = np.random.default_rng(len(data))
-    int8 = {d["name"]: rng.integers(-128, 128, size=d["shape"]).astype(np.int8) for d in sim.ebin.iodesc["inputs"]}
-    got = sim.run(int8)
-
-    # The reference takes the float input the host would quantize to exactly the int8 one,
-    # and is read at the int8 boundary: the value its output DequantizeOp reads.
-    floats = {}
-    for d in sim.ebin.iodesc["inputs"]:
-        q = int8[d["name"]]
-        floats[d["name"]] = dequantize(q.transpose(0, 3, 1, 2) if d["layout"] == "NHWC" else q, d["scale"], d["zero_point"])
-    captured: dict = {}
-    run_quant_module(quant_part, floats, lambda op, results: captured.update(zip(op.results, results)))
-    returned = main_function(quant_part).body.block.last_op.operands
-    for d, value in zip(sim.ebin.iodesc["outputs"], returned, strict=True):
-        if isinstance(value.owner, quant.DequantizeOp):
-            value = value.owner.input
-        expected = np.asarray(captured[value])
-        if d["layout"] == "NHWC":
-            expected = expected.transpose(0, 2, 3, 1)
-        actual = got[d["name"]]
-        assert actual.shape == expected.shape, f"{d['name']}: shape {actual.shape} != {expected.shape}"
-        differ = np.flatnonzero(actual != expected)
-        assert differ.size == 0, f"{d['name']}: {differ.size} of {expected.size} int8 values differ from the reference"
+    assert_simulator_matches_reference(quant_part, data, seed=len(data), source="fuzz.ebin")

@@ -16,20 +16,18 @@ from onnx import helper, numpy_helper
 from xdsl.context import Context
 from xdsl.dialects.builtin import ModuleOp, StringAttr
 
-from ember.dialects import quant
 from ember.dialects.onnx import OnnxOp
 from ember.frontend.onnx_export import export_model, graph_function
 from ember.frontend.onnx_import import import_model
 from ember.frontend.samples import SampleSet
-from ember.interpreters.quant_reference import dequantize, run_quant_module
 from ember.lowering.npu_to_ebin import compile_to_ebin
 from ember.lowering.quant_to_npu import main_function
 from ember.passes.autocrop import AutocropPass
 from ember.passes.calibrate import calibrate, input_specs, record
 from ember.passes.quantize import QuantizePass
 from ember.target.capabilities import eltw_shapes_reason
-from ember.target.ebin import parse, to_bytes
-from ember.target.simulator import Simulator
+from ember.target.ebin import to_bytes
+from tests.fuzz.npu_boundary import assert_simulator_matches_reference
 
 RNG = np.random.default_rng(11)
 
@@ -72,24 +70,7 @@ def _compile_bit_exact(module: ModuleOp, feeds: dict) -> Counter:
     record(module, calibrate(module, SampleSet("test", [sample], lambda s: s), "minmax"))
     QuantizePass().apply(Context(), module)
     quant_part = ModuleOp([main_function(module).clone()])
-    sim = Simulator(parse(to_bytes(compile_to_ebin(module, "ember16")), "test.ebin"))
-    rng = np.random.default_rng(3)
-    int8 = {d["name"]: rng.integers(-128, 128, size=d["shape"]).astype(np.int8) for d in sim.ebin.iodesc["inputs"]}
-    got = sim.run(int8)
-    floats = {}
-    for d in sim.ebin.iodesc["inputs"]:
-        q = int8[d["name"]]
-        floats[d["name"]] = dequantize(q.transpose(0, 3, 1, 2) if d["layout"] == "NHWC" else q, d["scale"], d["zero_point"])
-    captured: dict = {}
-    run_quant_module(quant_part, floats, lambda op, results: captured.update(zip(op.results, results)))
-    returned = main_function(quant_part).body.block.last_op.operands
-    for d, value in zip(sim.ebin.iodesc["outputs"], returned, strict=True):
-        if isinstance(value.owner, quant.DequantizeOp):
-            value = value.owner.input
-        expected = np.asarray(captured[value])
-        if d["layout"] == "NHWC":
-            expected = expected.transpose(0, 2, 3, 1)
-        assert np.array_equal(got[d["name"]], expected), d["name"]
+    assert_simulator_matches_reference(quant_part, to_bytes(compile_to_ebin(module, "ember16")), seed=3)
     return Counter(op.name for op in quant_part.walk() if op.dialect_name() == "quant" and op.name not in ("quant.constant", "quant.dequantize", "quant.quantize"))
 
 
