@@ -20,12 +20,11 @@ from ember.target.isa import Buffer, Opcode, Token
 from ember.target.simulator import Simulator
 
 
-def dense_load(buf: Buffer, sram: int, dram: int, shape: tuple[int, int, int], tokens: int = 0, **pads: int):
-    """A LOAD of a dense [rows, cols, channels] DRAM array."""
+def _dense_dma(opcode: Opcode, buf: Buffer, sram: int, dram: int, shape: tuple[int, int, int], tokens: int, **pads: int):
     esize = isa.BUFFER_DTYPES[buf].itemsize
     rows, cols, chans = shape
     return isa.make(
-        Opcode.LOAD,
+        opcode,
         tokens,
         dram=dram,
         sram=sram,
@@ -40,22 +39,14 @@ def dense_load(buf: Buffer, sram: int, dram: int, shape: tuple[int, int, int], t
     )
 
 
+def dense_load(buf: Buffer, sram: int, dram: int, shape: tuple[int, int, int], tokens: int = 0, **pads: int):
+    """A LOAD of a dense [rows, cols, channels] DRAM array."""
+    return _dense_dma(Opcode.LOAD, buf, sram, dram, shape, tokens, **pads)
+
+
 def dense_store(buf: Buffer, sram: int, dram: int, shape: tuple[int, int, int], tokens: int = 0):
-    esize = isa.BUFFER_DTYPES[buf].itemsize
-    rows, cols, chans = shape
-    return isa.make(
-        Opcode.STORE,
-        tokens,
-        dram=dram,
-        sram=sram,
-        stride0=cols * chans * esize,
-        stride1=chans * esize,
-        stride2=esize,
-        size0=rows,
-        size1=cols,
-        size2=chans,
-        buf=buf,
-    )
+    """A STORE to a dense [rows, cols, channels] DRAM array."""
+    return _dense_dma(Opcode.STORE, buf, sram, dram, shape, tokens)
 
 
 def as_3d(array: np.ndarray) -> tuple[int, int, int]:
