@@ -1,20 +1,31 @@
 """The integer semantics of the Ember NPU's compute instructions, on whole numpy tiles.
 
 Each function is the exact definition that docs/isa.md states in words; the simulator
-calls them on the tiles an instruction names. They are vectorised: no Python loop runs over
-pixels or channels (the depthwise convolution loops over kernel taps only).
+calls them on the tiles an instruction names, one call per tile.
 
-Requantization is `ember.target.requant.requantize` (single rounding, ties towards +inf),
-computed here for speed in one of three ways that give its result bit for bit: the same
-int64 operations in place (`_rescale`); float64 where an argument shows it exact
-(`Post`); or a lookup in a table of its results over every possible int8 input
-(one or two operands), built with `_rescale` once per parameter set.
+Speed (issue 5: the simulator within 2x of onnxruntime float32) comes from two sources:
+dense convolutions sum in float32 (or float64) BLAS where that is provably exact, and the
+per-element integer work (POST's requantization, depthwise convolution, ELTW lookups,
+global pool sums, the table lookups of max pooling and nearest resize) runs in loops
+compiled by numba, each one fused pass in the int64 / int32 arithmetic of the definition.
+numpy alone cannot fuse them: every operation is a pass over the whole tile with its own
+temporary, and POST alone took six. The compiled functions take arrays of fixed dtypes and
+layouts (one signature each, so one compilation, cached on disk by `cache=True`) and
+release the GIL (`nogil=True`) so engines may run in threads.
+
+Requantization is `ember.target.requant.requantize` (single rounding, ties towards +inf):
+compiled with the same int64 operations in the same order (so the same wrap-around); as
+numpy int64 operations in place (`_rescale`); or as a lookup in a table of its results
+over every possible int8 input (one or two operands), built with `_rescale` once per
+parameter set.
 """
 
 from __future__ import annotations
 
 from functools import lru_cache
 
+import numba
+import numba.extending
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
@@ -22,6 +33,32 @@ from ember.target.isa import BILINEAR_WEIGHT_BITS, ELTW_ADD_LEFT_SHIFT, RESIZE_F
 
 FLOAT32_EXACT = 2**24
 """Integers below this magnitude, and every partial sum of them, are exact in float32."""
+
+_JIT = {"cache": True, "nogil": True}
+"""Options of every compiled kernel: compiled code cached on disk (the first run of a
+fresh checkout compiles, later processes load it), the GIL released while it runs."""
+
+
+@numba.extending.intrinsic
+def _wrapping_add(typingctx, a, b):
+    """a + b in int64, wrapping. numba marks its integer + and * `nsw` (overflow is undefined
+    behaviour to LLVM, which may optimise on it); requantization's operands can overflow
+    int64 and the definition is numpy's wrap-around, so these emit the plain instructions."""
+
+    def codegen(context, builder, signature, args):
+        return builder.add(*args)
+
+    return numba.types.int64(numba.types.int64, numba.types.int64), codegen
+
+
+@numba.extending.intrinsic
+def _wrapping_mul(typingctx, a, b):
+    """a * b in int64, wrapping (see `_wrapping_add`)."""
+
+    def codegen(context, builder, signature, args):
+        return builder.mul(*args)
+
+    return numba.types.int64(numba.types.int64, numba.types.int64), codegen
 
 
 def conv_output_size(size: int, kernel: int, stride: int, dilation: int) -> int:
@@ -98,30 +135,36 @@ def _dense_stride1(xc: np.ndarray, wf: np.ndarray, dilation: tuple[int, int], oh
     return out.reshape(oh, iw, oc)[:, :ow]
 
 
-def _depthwise(xc: np.ndarray, wf: np.ndarray, stride, dilation, oh: int, ow: int, ocg: int) -> np.ndarray:
-    """Depthwise convolution (channel multiplier ocg). einsum over the window view sums the
-    taps inside its inner loop, which is fastest when each pixel has many channels or the
-    stride is not 1; with few channels at stride 1, one multiply-add per kernel tap on
-    contiguous row ranges of the flattened input (as in `_dense_stride1`) is faster."""
-    ih, iw, ic = xc.shape
-    oc, kh, kw, _ = wf.shape
+@numba.njit(**_JIT)
+def _depthwise_kernel(x, taps, in_zp, sh, sw, dh, dw, oh, ow):
+    """out[y, x, c] = sum over taps (i, j) of (x[y*sh + i*dh, x*sw + j*dw, c] - in_zp) *
+    taps[i, j, c], accumulated in int32. An int32 sum wraps exactly as the exact sum
+    wrapped to int32 does (arithmetic mod 2^32), which is `conv`'s contract; each product
+    fits (|x - in_zp| <= 255). The channel loop is innermost, contiguous in x, taps and
+    out, so it vectorizes."""
+    kh, kw, channels = taps.shape
+    out = np.zeros((oh, ow, channels), dtype=np.int32)
+    for oy in range(oh):
+        for ox in range(ow):
+            acc = out[oy, ox]
+            for i in range(kh):
+                for j in range(kw):
+                    pixel = x[oy * sh + i * dh, ox * sw + j * dw]
+                    weight = taps[i, j]
+                    for c in range(channels):
+                        acc[c] += (np.int32(pixel[c]) - in_zp) * weight[c]
+    return out
+
+
+def _depthwise(x: np.ndarray, w: np.ndarray, in_zp: int, stride, dilation, oh: int, ow: int) -> np.ndarray:
+    """Depthwise convolution, channel multiplier oc / ic: output channel o reads input
+    channel o // (oc / ic), so a multiplier above 1 repeats the input's channels first."""
+    ocg = w.shape[0] // x.shape[2]
     if ocg > 1:
-        xc = np.repeat(xc, ocg, axis=2)  # output channel o reads input channel o // ocg
-    taps = np.ascontiguousarray(wf[..., 0].transpose(1, 2, 0))  # [kh, kw, oc]; einsum is slow on views
-    if stride != (1, 1) or oc >= 64:
-        return np.einsum("hwyxc,yxc->hwc", _windows(xc, kh, kw, *stride, *dilation), taps)
-    x = xc.reshape(ih * iw, oc)
-    length = (oh - 1) * iw + ow
-    out = np.empty((oh * iw, oc), dtype=xc.dtype)
-    acc, scratch = out[:length], np.empty((length, oc), dtype=xc.dtype)
-    np.multiply(x[:length], taps[0, 0], out=acc)
-    for ky in range(kh):
-        for kx in range(kw):
-            if ky or kx:
-                offset = dilation[0] * ky * iw + dilation[1] * kx
-                np.multiply(x[offset : offset + length], taps[ky, kx], out=scratch)
-                acc += scratch
-    return out.reshape(oh, iw, oc)[:, :ow]
+        x = np.repeat(x, ocg, axis=2)
+    taps = np.ascontiguousarray(w[..., 0].transpose(1, 2, 0), dtype=np.int32)  # [kh, kw, oc]
+    x = np.ascontiguousarray(x, dtype=np.int8)
+    return _depthwise_kernel(x, taps, np.int32(in_zp), *map(int, (*stride, *dilation, oh, ow)))
 
 
 def conv(
@@ -135,7 +178,8 @@ def conv(
     """Grouped convolution: x int8 [ih, iw, ic], w int8 [oc, kh, kw, ic/groups] ->
     int32 [oh, ow, oc] with acc = sum((x - in_zp) * w), wrapped to int32.
 
-    The products are summed in float32 BLAS when every partial sum is provably below
+    Depthwise convolutions (one input channel per group) sum in int32 in a compiled loop.
+    The others sum the products in float32 BLAS when every partial sum is provably below
     2^24 (so the sum is exact in any order), else in float64 (exact for any int8 tile)."""
     stride, dilation = tuple(stride), tuple(dilation)
     oc, kh, kw, icg = w.shape
@@ -143,6 +187,8 @@ def conv(
     ocg = oc // groups
     oh = conv_output_size(ih, kh, stride[0], dilation[0])
     ow = conv_output_size(iw, kw, stride[1], dilation[1])
+    if groups > 1 and icg == 1:
+        return _depthwise(x, w, in_zp, stride, dilation, oh, ow)
     ftype = _accumulation_dtype(x, w, in_zp)
     xc = x.astype(ftype)
     if in_zp:
@@ -153,8 +199,6 @@ def conv(
     elif groups == 1:
         cols = _windows(xc, kh, kw, *stride, *dilation).reshape(oh * ow, kh * kw * ic)
         out = (cols @ wf.reshape(oc, -1).T).reshape(oh, ow, oc)
-    elif icg == 1:
-        out = _depthwise(xc, wf, stride, dilation, oh, ow, ocg)
     else:
         win = _windows(xc, kh, kw, *stride, *dilation)
         cols = win.reshape(oh * ow, kh * kw, groups, icg).transpose(2, 0, 1, 3).reshape(groups, oh * ow, -1)
@@ -163,71 +207,48 @@ def conv(
     return _to_int32(out)
 
 
-POST_FLOAT64_MAX_SHIFT = 42
-"""POST channels with a shift up to this (or a zero multiplier) requantize in float64."""
+_NO_LUT = np.zeros(0, dtype=np.int8)
+"""The table argument of `_post_kernel` when the instruction has no LUT."""
+
+
+@numba.njit(**_JIT)
+def _post_kernel(acc, bias, multiplier, rounding, shift, zp_out, act_min, act_max, lut):
+    """out[i, c] = clamp(((acc + bias) * M + 2^(S-1)) >> S + zp_out) per channel c, then
+    lut[out + 128] if `lut` is not empty: `requantize`'s int64 operations in its order and
+    with its wrap-around. The shift right is arithmetic, and y + zp_out cannot overflow
+    (|y| <= 2^62). A row is requantized into int64 first and looked up after: the first
+    loop then vectorizes (a byte lookup cannot)."""
+    count, channels = acc.shape
+    out = np.empty((count, channels), dtype=np.int8)
+    row = np.empty(channels, dtype=np.int64)
+    for i in range(count):
+        for c in range(channels):
+            y = _wrapping_add(_wrapping_mul(_wrapping_add(acc[i, c], bias[c]), multiplier[c]), rounding[c]) >> shift[c]
+            row[c] = min(max(y + zp_out, act_min), act_max)
+        if lut.size:
+            for c in range(channels):
+                out[i, c] = lut[row[c] + 128]
+        else:
+            for c in range(channels):
+                out[i, c] = row[c]
+    return out
 
 
 class Post:
     """POST with its per-channel parameters prepared once, applied to any rows of the
     accumulator: int32 [count, channels] -> int8, per-channel requantization (`requantize`
-    with `bias`), clamp, then (if given) `y = lut[y + 128]`.
-
-    Channels whose shift is at most `POST_FLOAT64_MAX_SHIFT` (or whose multiplier is 0)
-    go through float64, exact as `_float64` argues; the others, and accumulators that are
-    not int32, through the int64 formula. Both compute u = y + 128 in [0, 255], whose
-    float64 -> uint8 cast truncates, which is the floor for these non-negative values
-    (clamping before or after the floor is the same, the bounds being integers); u indexes
-    the table, or u ^ 0x80 is y's int8 byte."""
+    with `bias`), clamp, then (if given) `y = lut[y + 128]`; one compiled pass. An
+    accumulator of another integer type (a POOL sum in a test) is taken as int64."""
 
     def __init__(self, bias, multiplier, shift, zp_out: int, act_min: int, act_max: int, lut: np.ndarray | None):
-        self.bias, self.multiplier, self.shift = (np.asarray(p, dtype=np.int64) for p in (bias, multiplier, shift))
-        self.offset = zp_out + 128
-        self.low, self.high = act_min + 128, act_max + 128
-        self.lut = lut
-        exact = (self.shift <= POST_FLOAT64_MAX_SHIFT) | (self.multiplier == 0)
-        self.float64 = bool(self.bias.size) and int(np.abs(self.bias).max()) <= 2**31 - 2**11 and bool(exact.any())
-        self.float_bias = self.bias.astype(np.float64)
-        self.scale = np.ldexp(self.multiplier.astype(np.float64), -self.shift)  # exact: 31-bit M
-        self.int64_columns = np.flatnonzero(~exact)
-
-    def _float64(self, acc: np.ndarray) -> np.ndarray:
-        """(acc + bias) * M * 2^-S + offset + 1/2 per channel: its floor is exactly the int64
-        formula's result + offset (after the int8-range clamp) for an int32 `acc`,
-        |bias| <= 2^31 - 2^11, S <= 42 and an integer |offset| < 2^9 - 1.
-
-        Why: v = acc + bias is exact (|v| < 2^32) and so is f = M * 2^-S (31-bit M).
-        (a) If |v M| < 2^53 the product t = v f is exact, a multiple of 2^-S; t + offset +
-        1/2 is too, and while its magnitude is below 2^(53-S) it is representable: the floor
-        is exact. Otherwise |t| >= 2^(53-S) - 2^9 >= 2^11 - 2^9 (S <= 42): the exact result
-        lies far outside any int8 clamp range, on the side of t's sign, and the rounded float
-        (rounding is monotone, and 2^11 - 2^9 is representable) lies beyond the same bound:
-        both clamp to the same end. (b) If |v M| >= 2^53, |t| >= 2^11 likewise. The int64
-        reference does not wrap: |v| <= 2^32 - 2^11 and M < 2^31 keep |v M| + 2^(S-1) below
-        2^63."""
-        t = np.add(acc, self.float_bias)
-        t *= self.scale
-        t += self.offset + 0.5
-        return t
+        self.bias, self.multiplier, self.shift = (np.ascontiguousarray(p, dtype=np.int64) for p in (bias, multiplier, shift))
+        self.rounding = np.left_shift(np.int64(1), self.shift - 1)
+        self.clamp = (int(zp_out), int(act_min), int(act_max))
+        self.lut = _NO_LUT if lut is None else np.array(lut, dtype=np.int8)  # writable: one compiled signature
 
     def __call__(self, acc: np.ndarray) -> np.ndarray:
-        if self.float64 and acc.dtype == np.int32:
-            u = self._float64(acc)
-            columns = self.int64_columns
-        else:
-            u = np.empty(acc.shape, dtype=np.float64)
-            columns = np.arange(acc.shape[-1])
-        if columns.size:
-            # a row per channel: per-channel operands then broadcast along long inner loops
-            values = acc.T[columns].astype(np.int64)
-            values += self.bias[columns, None]
-            m, s = self.multiplier[columns, None], self.shift[columns, None]
-            u[:, columns] = _rescale(values, m, s, self.offset, self.low, self.high).T
-        np.clip(u, self.low, self.high, out=u)
-        index = u.astype(np.uint8)
-        if self.lut is not None:
-            return np.take(self.lut, index)
-        index ^= 0x80
-        return index.view(np.int8)
+        acc = np.ascontiguousarray(acc, dtype=np.int32 if acc.dtype == np.int32 else np.int64)
+        return _post_kernel(acc, self.bias, self.multiplier, self.rounding, self.shift, *self.clamp, self.lut)
 
 
 @lru_cache(maxsize=4096)
@@ -262,20 +283,39 @@ _INT8_BY_UINT8 = np.arange(256, dtype=np.uint8).view(np.int8)
 """The int8 value of each byte 0..255 (two's complement): index order of the ELTW tables."""
 
 
-def _pair_index(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """256 * byte(a) + byte(b), broadcasting b over a."""
-    index = a.view(np.uint8).astype(np.uint16)
-    index <<= 8
-    index |= b.view(np.uint8)
-    return index
+@numba.njit(**_JIT)
+def _pair_lookup(table, a, b):
+    """out[i, j] = table[256 * byte(a[i, j]) + byte(b[i, j])] for a, b uint8 [n, c], or
+    with b's single row for every i if b is [1, c]."""
+    count, channels = a.shape
+    out = np.empty((count, channels), dtype=np.int8)
+    step = 1 if b.shape[0] == count else 0
+    for i in range(count):
+        for j in range(channels):
+            out[i, j] = table[(np.int32(a[i, j]) << 8) | b[i * step, j]]
+    return out
+
+
+def _pair_lookup_bytes(table: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """`_pair_lookup` on int8 operands of any rank, rows along the last axis: b has a's
+    shape or one row of its last dimension (the compiled loop does not check its indices)."""
+    a_rows, b_rows = _byte_rows(a), _byte_rows(b)
+    if b_rows.shape[1] != a_rows.shape[1] or b_rows.shape[0] not in (1, a_rows.shape[0]):
+        raise ValueError(f"ELTW operand shapes {a.shape} and {b.shape} do not match")
+    return _pair_lookup(table, a_rows, b_rows).reshape(a.shape)
+
+
+def _byte_rows(v: np.ndarray) -> np.ndarray:
+    """int8 v as contiguous uint8 [-1, last dimension], the layout `_pair_lookup` compiles for."""
+    return np.ascontiguousarray(v).view(np.uint8).reshape(-1, v.shape[-1])
 
 
 @lru_cache(maxsize=512)
 def _eltw_table(mode: str, *params: int) -> np.ndarray:
     """The int8 result of an ELTW for every pair of int8 inputs, [256 * 256] indexed by
-    `_pair_index`: the int64 formula evaluated once per parameter set (a layer's parameters
-    repeat in every tile and every inference; the 640x640 detector has 21 sets). 64 KiB
-    each, so the cache holds at most 32 MiB."""
+    256 * byte(a) + byte(b): the int64 formula evaluated once per parameter set (a layer's
+    parameters repeat in every tile and every inference; the 640x640 detector has 21 sets).
+    64 KiB each, so the cache holds at most 32 MiB."""
     a = np.repeat(_INT8_BY_UINT8, 256).reshape(256, 256)
     b = np.tile(_INT8_BY_UINT8, 256).reshape(256, 256)
     formula = _eltw_add_int64 if mode == "add" else _eltw_mul_int64
@@ -319,7 +359,7 @@ def eltw_add(
     (zero point 0, no clamp) to a common scale; the int64 sum is requantized to the output.
     b may be [1, c] against a [n, c]. Evaluated by lookup in the table of all int8 pairs."""
     params = (zp_a, zp_b, *rescale_a, *rescale_b, *rescale_out, zp_out, act_min, act_max)
-    return np.take(_eltw_table("add", *map(int, params)), _pair_index(a, b))
+    return _pair_lookup_bytes(_eltw_table("add", *map(int, params)), a, b)
 
 
 def eltw_mul(
@@ -335,7 +375,7 @@ def eltw_mul(
     """Multiply: requantize((a - zp_a) * (b - zp_b)) to the output. b may be [1, c]
     against a [n, c]. Evaluated by lookup in the table of all int8 pairs."""
     params = (zp_a, zp_b, *rescale_out, zp_out, act_min, act_max)
-    return np.take(_eltw_table("mul", *map(int, params)), _pair_index(a, b))
+    return _pair_lookup_bytes(_eltw_table("mul", *map(int, params)), a, b)
 
 
 def _valid_taps(size: int, kernel: int, stride: int, pad_lo: int, pad_hi: int, out: int) -> np.ndarray:
@@ -367,6 +407,18 @@ def _window_counts(x: np.ndarray, kernel: tuple[int, int], stride: tuple[int, in
     return (rows[:, None] * cols[None, :])[:, :, None].astype(np.int64)
 
 
+@numba.njit(**_JIT)
+def _box_sum(x, top, bottom, left, right):
+    """Per channel, the int64 sum of x[top:bottom, left:right] (int8 [h, w, c])."""
+    total = np.zeros(x.shape[2], dtype=np.int64)
+    for y in range(top, bottom):
+        for col in range(left, right):
+            pixel = x[y, col]
+            for c in range(total.size):
+                total[c] += pixel[c]
+    return total
+
+
 def pool_sum(
     x: np.ndarray, kernel: tuple[int, int], stride: tuple[int, int], pads: tuple[int, int, int, int], zp_in: int
 ) -> np.ndarray:
@@ -378,8 +430,9 @@ def pool_sum(
     (kh, kw), (sh, sw) = kernel, stride
     if counts.shape[:2] == (1, 1):
         top, bottom, left, right = pads
-        inner = x[top : min(kh, ih - bottom), left : min(kw, iw - right)]
-        return (inner.sum(axis=(0, 1), dtype=np.int64) - zp_in * counts[0, 0]).reshape(1, 1, c)
+        box = map(int, (top, min(kh, ih - bottom), left, min(kw, iw - right)))
+        total = _box_sum(np.ascontiguousarray(x, dtype=np.int8), *box)
+        return (total - zp_in * counts[0, 0]).reshape(1, 1, c)
     centred = _blank_padding(x.astype(np.int64) - zp_in, pads, 0)
     integral = np.zeros((ih + 1, iw + 1, c), dtype=np.int64)
     np.cumsum(np.cumsum(centred, axis=0), axis=1, out=integral[1:, 1:])
@@ -396,11 +449,26 @@ def _unary_table(zp_in: int, multiplier: int, shift: int, zp_out: int, act_min: 
     return _rescale(values, multiplier, shift, zp_out, act_min, act_max).astype(np.int8)
 
 
-def _lookup(x: np.ndarray, table: np.ndarray, lut: np.ndarray | None) -> np.ndarray:
-    """table[byte(x)], then through `lut` (y -> lut[y + 128]) if given."""
+@numba.njit(**_JIT)
+def _gather_lookup(x, rows, cols, table):
+    """out[i, j, c] = table[x[rows[i], cols[j], c]] for x uint8 [h, w, c] (bytes of int8)."""
+    out = np.empty((rows.size, cols.size, x.shape[2]), dtype=np.int8)
+    for i in range(rows.size):
+        for j in range(cols.size):
+            pixel = x[rows[i], cols[j]]
+            for c in range(pixel.size):
+                out[i, j, c] = table[pixel[c]]
+    return out
+
+
+def _lookup(x: np.ndarray, table: np.ndarray, lut: np.ndarray | None, rows=None, cols=None) -> np.ndarray:
+    """table[byte(x)] at rows `rows` and columns `cols` of x (all if None), then through
+    `lut` (y -> lut[y + 128]) if given."""
     if lut is not None:
         table = np.take(lut, table.view(np.uint8) ^ 0x80)  # composed: lut[table + 128]
-    return np.take(table, x.view(np.uint8))
+    rows = np.arange(x.shape[0]) if rows is None else rows
+    cols = np.arange(x.shape[1]) if cols is None else cols
+    return _gather_lookup(np.ascontiguousarray(x).view(np.uint8), rows.astype(np.int64), cols.astype(np.int64), table)
 
 
 def pool(
@@ -469,7 +537,7 @@ def resize(
         iy = np.clip(sy >> RESIZE_FRAC_BITS, 0, ih - 1)
         ix = np.clip(sx >> RESIZE_FRAC_BITS, 0, iw - 1)
         table = _unary_table(int(zp_in), int(rescale[0]), int(rescale[1]), zp_out, act_min, act_max)
-        return _lookup(x[iy][:, ix], table, None)
+        return _lookup(x, table, None, iy, ix)
     drop = RESIZE_FRAC_BITS - BILINEAR_WEIGHT_BITS
     one = 1 << BILINEAR_WEIGHT_BITS
 

@@ -1,9 +1,10 @@
 """The simulator kernels' fast paths give the reference formulas bit for bit.
 
-`target/kernels.py` computes requantization in float64 where it argues exactness, through
-lookup tables of all int8 inputs, and convolutions without im2col; each case below drives
-one of those paths to its edges (ties, saturation, int32 extremes, the shift boundary,
-wrap-around) and compares with `requantize` in int64 or a direct int64 convolution."""
+`target/kernels.py` computes requantization in compiled int64 loops (POST) and through
+lookup tables of all int8 inputs, depthwise convolutions in compiled int32 loops, and dense
+convolutions in float BLAS without im2col; each case below drives one of those paths to its
+edges (ties, saturation, int32 extremes, shifts 1 and 62, wrap-around) and compares with
+`requantize` in int64, the formula on Python integers, or a direct int64 convolution."""
 
 from __future__ import annotations
 
@@ -53,15 +54,55 @@ def test_post_matches_int64_requantize(shifts, with_lut):
         assert np.array_equal(got, reference_post(acc, bias, m, s, zp, lo, hi, lut))
 
 
-def test_post_float64_path_limits():
-    """A bias too large for the float64 argument, and an int64 accumulator (POOL sums),
-    go through int64: including a product that wraps in int64, as the reference does."""
+def test_post_wraps_like_int64_requantize():
+    """A bias at the int32 limits, and an int64 accumulator (POOL sums in tests): products
+    that overflow int64 wrap as the reference's numpy int64 operations do."""
     acc = np.array([[INT32.max, INT32.min, 7]], dtype=np.int32)
     bias = np.array([INT32.max, INT32.min, INT32.max])
     m, s = np.full(3, 2**31 - 1), np.full(3, 40)
     assert np.array_equal(kernels.post(acc, bias, m, s, 3, -128, 127, None), reference_post(acc, bias, m, s, 3, -128, 127, None))
     wide = np.array([[2**40, -(2**40), 12345]], dtype=np.int64)
     assert np.array_equal(kernels.post(wide, np.zeros(3), m, s, 0, -128, 127, None), reference_post(wide, np.zeros(3), m, s, 0, -128, 127, None))
+
+
+def wrap64(v: int) -> int:
+    return (v + 2**63) % 2**64 - 2**63
+
+
+def python_post(acc: int, bias: int, m: int, s: int, zp: int, lo: int, hi: int) -> int:
+    """The requantization formula on Python integers, each int64 step wrapped explicitly."""
+    y = wrap64(wrap64(wrap64(acc + bias) * m) + (1 << (s - 1))) >> s
+    return min(max(y + zp, lo), hi)
+
+
+def test_compiled_post_edge_cases_match_the_int64_formula():
+    """Every (multiplier, shift, bias) channel below against accumulators at the int32
+    extremes, around zero, and on exact positive and negative ties for M = 1 (v = (2k + 1)
+    2^(S-1): -0.5 -> 0, -1.5 -> -1, ties towards +inf), with and without a LUT."""
+    channels = [
+        (m, s, b)
+        for m in (0, 1, 2**30, 2**31 - 1)
+        for s in (1, 2, 31, 61, 62)
+        for b in (INT32.min, -(2**31) + 2**11, -1, 0, 1, INT32.max)
+    ]
+    m, s, bias = (np.array(column, dtype=np.int64) for column in zip(*channels))
+    rows = [INT32.min, INT32.min + 1, -(2**30), -3, -1, 0, 1, 3, 2**30, INT32.max - 1, INT32.max]
+    acc = np.array(rows, dtype=np.int64)[:, None].repeat(len(channels), axis=1)
+    half = np.left_shift(np.int64(1), s - 1)
+    for k in (-2, -1, 0, 1):  # ties at v = (2k + 1) * 2^(S-1) where acc + bias reaches them
+        tie = (2 * k + 1) * half - bias
+        acc = np.vstack([acc, np.where(np.abs(tie) <= 2**31 - 1, tie, 0)[None]])
+    acc = acc.astype(np.int32)
+    lut = np.random.default_rng(17).integers(-128, 128, 256).astype(np.int8)
+    for zp, lo, hi in ((0, -128, 127), (-128, -128, 127), (127, -128, 127), (3, -7, 9)):
+        expected = np.array(
+            [[python_post(int(a), int(b), int(mm), int(ss), zp, lo, hi) for a, b, mm, ss in zip(row, bias, m, s)] for row in acc]
+        )
+        assert np.array_equal(expected, requantize(acc, m, s, zp, lo, hi, bias=bias))
+        assert np.array_equal(kernels.post(acc, bias, m, s, zp, lo, hi, None), expected.astype(np.int8))
+        assert np.array_equal(kernels.post(acc, bias, m, s, zp, lo, hi, lut), lut[expected + 128])
+    plan = kernels.post_plan(np.stack([bias, m, s]).astype(np.int32).tobytes(), 0, -128, 127, lut.tobytes())
+    assert np.array_equal(plan(acc), kernels.post(acc, bias, m, s, 0, -128, 127, lut))
 
 
 def test_rescale_is_requantize():
@@ -154,10 +195,12 @@ CONVS = {
     "dense 3x3 stride 1 (shifted row ranges)": ((6, 11, 64), 8, (3, 3), (1, 1), (1, 1), 1),
     "dense 3x2 dilation 2x3": ((9, 10, 5), 4, (3, 2), (1, 1), (2, 3), 1),
     "dense stride 2 (im2col)": ((7, 9, 3), 6, (3, 3), (2, 2), (1, 1), 1),
-    "depthwise few channels, stride 1 (per-tap)": ((6, 13, 16), 16, (3, 3), (1, 1), (1, 1), 16),
-    "depthwise many channels (einsum)": ((8, 9, 96), 96, (5, 5), (1, 1), (1, 1), 96),
+    "depthwise few channels, stride 1": ((6, 13, 16), 16, (3, 3), (1, 1), (1, 1), 16),
+    "depthwise many channels, 5x5": ((8, 9, 96), 96, (5, 5), (1, 1), (1, 1), 96),
     "depthwise stride 2 dilation 2": ((9, 11, 8), 8, (3, 3), (2, 2), (2, 2), 8),
     "depthwise multiplier 2": ((5, 6, 4), 8, (3, 3), (1, 1), (1, 1), 4),
+    "depthwise multiplier 2, stride 2x1, dilation 1x2": ((9, 10, 3), 6, (3, 3), (2, 1), (1, 2), 3),
+    "depthwise multiplier 3, 1x1": ((4, 5, 2), 6, (1, 1), (1, 1), (1, 1), 2),
     "grouped": ((5, 5, 8), 6, (3, 3), (1, 1), (1, 1), 2),
 }
 
@@ -188,3 +231,36 @@ def test_conv_wraps_beyond_int32_like_the_accumulator():
     w = np.full((1, 1, 1, 66000), -128, dtype=np.int8)
     got = kernels.conv(x, w, -128, (1, 1), (1, 1), 1)
     assert int(got[0, 0, 0]) == np.int64(66000 * 255 * -128).astype(np.int32)
+
+
+@pytest.mark.parametrize("zp", [-128, 0, 127])
+def test_depthwise_padding_and_int8_extremes(zp):
+    """A LOAD-padded border equal to the zero point contributes nothing; inputs and weights
+    at the int8 extremes (|x - zp| up to 255) with channel multiplier 2, stride 2 and
+    dilation 2, against the direct int64 convolution."""
+    rng = np.random.default_rng(zp + 200)
+    inner = rng.choice(np.array([-128, -127, -1, 0, 1, 126, 127], dtype=np.int8), (7, 8, 5))
+    x = np.pad(inner, ((2, 2), (2, 2), (0, 0)), constant_values=zp)
+    w = rng.choice(np.array([-128, -1, 0, 1, 127], dtype=np.int8), (10, 3, 3, 1))
+    for stride, dilation in (((1, 1), (1, 1)), ((2, 2), (2, 2)), ((1, 2), (2, 1))):
+        got = kernels.conv(x, w, zp, stride, dilation, 5)
+        assert got.dtype == np.int32
+        assert np.array_equal(got, direct_conv(x, w, zp, stride, dilation, 5))
+    unpadded = direct_conv(inner, w, zp, (1, 1), (1, 1), 5)
+    assert np.array_equal(kernels.conv(x, w, zp, (1, 1), (1, 1), 5)[2:-2, 2:-2], unpadded)
+
+
+def test_depthwise_wraps_beyond_int32_like_the_accumulator():
+    """A 257x257 depthwise kernel: 66049 taps of 255 * -128 sum below -2^31 and the int32
+    accumulation wraps to the exact sum mod 2^32."""
+    x = np.full((257, 257, 2), 127, dtype=np.int8)
+    w = np.full((2, 257, 257, 1), -128, dtype=np.int8)
+    got = kernels.conv(x, w, -128, (1, 1), (1, 1), 2)
+    assert got.shape == (1, 1, 2)
+    assert (got == np.int64(257 * 257 * 255 * -128).astype(np.int32)).all()
+
+
+def test_eltw_operands_that_do_not_broadcast_are_refused():
+    a = np.zeros((4, 3), dtype=np.int8)
+    with pytest.raises(ValueError, match="do not match"):
+        kernels.eltw_mul(a, np.zeros((2, 3), dtype=np.int8), 0, 0, (2**30, 31), 0, -128, 127)
