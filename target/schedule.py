@@ -47,6 +47,8 @@ class Schedule:
     end: np.ndarray
     cost: np.ndarray
     engines: np.ndarray
+    waits: list[list[int]]
+    """For each instruction, the instructions (on other engines) whose pushed tokens it pops."""
 
     @property
     def total_cycles(self) -> int:
@@ -125,7 +127,7 @@ def schedule(
 
     _check_races(program, footprints, order, engines, position, clock, describe)
     order.sort(key=lambda i: (start[i], i))
-    return Schedule(order, start, end, cost, engines)
+    return Schedule(order, start, end, cost, engines, waits)
 
 
 def _check_races(
