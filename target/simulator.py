@@ -178,7 +178,7 @@ class Simulator:
         other per tile, every few tens of microseconds, and the thread switches that costs
         (about 5000 per 640x640 detector inference, with the GIL hand-offs around each
         kernel call) take more CPU time than the second core saves: 2 threads took
-        1.07-1.14x the wall time of 1 on the detector at 640x640, 1.14-1.33x at 320x320,
+        1.07-1.13x the wall time of 1 on the detector at 640x640, 1.14-1.26x at 320x320,
         1.4-1.65x on the classifier, with numpy or numba kernels; 3 threads more.
         OpenBLAS runs on one thread meanwhile (`single_threaded_blas` says why)."""
         if threads not in (1, 2, 3):
