@@ -1,7 +1,6 @@
 """Simulator speed: Ember's NPU simulator against onnxruntime float32 on the same model part.
 
-    python benchmarks/sim_speed.py [--models det640 det320 cls] [--repeat 7] [--threads 1 2]
-                                   [--out FILE.md]
+    python benchmarks/sim_speed.py [--models det640 det320 cls] [--repeat 7] [--out FILE.md]
 
 For each case, compiles the shared PaddleOCR model with the project's own pipeline
 (fold-batchnorm, extract-normalization, constant folding, shape inference, the crop, then
@@ -16,10 +15,8 @@ disturb less), the ratio, the model part's MACs, and the cosine of the dequantiz
 simulator output to the float output (a sanity figure: int8 against float32).
 
 onnxruntime runs with its default session options (intra-op threads = one per physical
-core), and for reference with one intra-op thread. The simulator runs BLAS on one thread
-(see `ember.support.blas.single_threaded_blas`) and its engines on `--threads` threads
-(`Simulator.run`: 1, the default, in schedule order; 2 or 3 concurrently); given several
-counts, it is timed once per count in the same turns, one row each.
+core), and for reference with one intra-op thread. The simulator is single-threaded: it
+runs BLAS on one thread (see `ember.support.blas.single_threaded_blas`).
 """
 
 from __future__ import annotations
@@ -103,9 +100,8 @@ def dequantize_output(y: np.ndarray, desc: dict, shape: tuple[int, ...]) -> np.n
     return (real.transpose(0, 3, 1, 2) if desc["layout"] == "NHWC" else real).reshape(shape)
 
 
-def measure(case: Case, repeat: int, threads: list[int]) -> list[dict]:
-    """Compile, then time the simulator (once per thread count) and onnxruntime
-    alternately in this process; one row per thread count."""
+def measure(case: Case, repeat: int) -> dict:
+    """Compile, then time both engines alternately in this process."""
     start = time.perf_counter()
     data, float_main = compile_case(case)
     compile_s = time.perf_counter() - start
@@ -123,33 +119,28 @@ def measure(case: Case, repeat: int, threads: list[int]) -> list[dict]:
     feed_ort = {ort_input.name: x}
 
     (reference,) = session.run(None, feed_ort)
-    outputs = [sim.run(feed_sim, threads=n)[y_desc["name"]] for n in threads]
-    assert all(np.array_equal(y, outputs[0]) for y in outputs), "the thread counts disagree"
-    simulated = dequantize_output(outputs[0], y_desc, reference.shape)
+    simulated = dequantize_output(sim.run(feed_sim)[y_desc["name"]], y_desc, reference.shape)
     cosine = float(np.dot(reference.ravel(), simulated.ravel()) / (np.linalg.norm(reference) * np.linalg.norm(simulated)))
     session_1t.run(None, feed_ort)
-    runs = {("sim", n): lambda n=n: sim.run(feed_sim, threads=n) for n in threads}
-    runs.update({("ort", 0): lambda: session.run(None, feed_ort), ("ort_1t", 0): lambda: session_1t.run(None, feed_ort)})
-    wall: dict[tuple[str, int], list[float]] = {k: [] for k in runs}
-    cpu: dict[tuple[str, int], list[float]] = {k: [] for k in runs}
+    runs = {"sim": lambda: sim.run(feed_sim), "ort": lambda: session.run(None, feed_ort),
+            "ort_1t": lambda: session_1t.run(None, feed_ort)}  # fmt: skip
+    wall: dict[str, list[float]] = {k: [] for k in runs}
+    cpu: list[float] = []
     for _ in range(repeat):
         for key, run in runs.items():
             time.sleep(SETTLE_S)
             t, c = time.perf_counter(), time.process_time()
             run()
             wall[key].append(time.perf_counter() - t)
-            cpu[key].append(time.process_time() - c)
+            if key == "sim":
+                cpu.append(time.process_time() - c)
     stats = sim.stats()
     ms = {k: 1000 * float(np.median(v)) for k, v in wall.items()}
-    return [
-        dict(
-            case=case.key, input="x".join(map(str, case.shape)), compile_s=compile_s, macs=stats.macs,
-            instructions=sum(stats.instructions.values()), threads=n, sim_ms=ms["sim", n],
-            sim_cpu_ms=1000 * float(np.median(cpu["sim", n])), ort_ms=ms["ort", 0], ort_1t_ms=ms["ort_1t", 0],
-            cosine=cosine,
-        )
-        for n in threads
-    ]  # fmt: skip
+    return dict(
+        case=case.key, input="x".join(map(str, case.shape)), compile_s=compile_s, macs=stats.macs,
+        instructions=sum(stats.instructions.values()), sim_ms=ms["sim"], sim_cpu_ms=1000 * float(np.median(cpu)),
+        ort_ms=ms["ort"], ort_1t_ms=ms["ort_1t"], cosine=cosine,
+    )  # fmt: skip
 
 
 def machine() -> str:
@@ -165,13 +156,13 @@ def machine() -> str:
 
 def table(rows: list[dict]) -> str:
     lines = [
-        "| model part | input | MMACs | instructions | simulator threads | simulator ms (CPU ms) | onnxruntime ms |"
-        " ratio | onnxruntime 1 thread ms | ratio to 1 thread | cosine |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| model part | input | MMACs | instructions | simulator ms (CPU ms) | onnxruntime ms | ratio |"
+        " onnxruntime 1 thread ms | ratio to 1 thread | cosine |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
-            f"| {r['case']} | {r['input']} | {r['macs'] / 1e6:.0f} | {r['instructions']} | {r['threads']} |"
+            f"| {r['case']} | {r['input']} | {r['macs'] / 1e6:.0f} | {r['instructions']} |"
             f" {r['sim_ms']:.1f} ({r['sim_cpu_ms']:.1f}) | {r['ort_ms']:.1f} | **{r['sim_ms'] / r['ort_ms']:.2f}x** |"
             f" {r['ort_1t_ms']:.1f} | {r['sim_ms'] / r['ort_1t_ms']:.2f}x | {r['cosine']:.4f} |"
         )
@@ -182,17 +173,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", choices=sorted(CASES), default=["det640", "det320", "cls"])
     parser.add_argument("--repeat", type=int, default=7, help="timed runs of each engine (median reported)")
-    parser.add_argument("--threads", type=int, nargs="+", choices=(1, 2, 3), default=[1],
-                        help="the simulator's thread counts to time (Simulator.run)")
     parser.add_argument("--out", type=Path, help="also write the table (markdown) here")
     args = parser.parse_args(argv)
     warnings.simplefilter("ignore")  # calibration / quantization remarks are not the point here
     rows = []
     for key in args.models:
-        rows += measure(CASES[key], args.repeat, args.threads)
+        rows.append(measure(CASES[key], args.repeat))
         r = rows[-1]
-        sims = ", ".join(f"{s['sim_ms']:.1f} ms on {s['threads']} thread(s)" for s in rows if s["case"] == key)
-        print(f"{key}: compiled in {r['compile_s']:.1f} s; simulator {sims}, onnxruntime {r['ort_ms']:.1f} ms", flush=True)
+        print(f"{key}: compiled in {r['compile_s']:.1f} s; simulator {r['sim_ms']:.1f} ms, onnxruntime {r['ort_ms']:.1f} ms",
+              flush=True)  # fmt: skip
     report = f"{machine()}\n\nmedian of {args.repeat} runs each, taking turns, one process\n\n{table(rows)}"
     print(report, end="")
     if args.out:

@@ -47,8 +47,6 @@ class Schedule:
     end: np.ndarray
     cost: np.ndarray
     engines: np.ndarray
-    waits: list[list[int]]
-    """For each instruction, the instructions (on other engines) whose pushed tokens it pops."""
 
     @property
     def total_cycles(self) -> int:
@@ -127,7 +125,7 @@ def schedule(
 
     _check_races(program, footprints, order, engines, position, clock, describe)
     order.sort(key=lambda i: (start[i], i))
-    return Schedule(order, start, end, cost, engines, waits)
+    return Schedule(order, start, end, cost, engines)
 
 
 def _check_races(

@@ -3,18 +3,16 @@
 Loading a binary checks everything that can be checked before running: structure and
 bounds of each instruction (`program.validate`), the token discipline and memory ordering
 between engines, and the cycle schedule (`schedule.schedule`). Running then only moves
-tiles and calls the integer kernels of `kernels.py`, one numpy call per tile, in schedule
-order or with the engines on threads (`Simulator.run`).
+tiles and calls the integer kernels of `kernels.py`, one numpy call per tile.
 """
 
 from __future__ import annotations
 
 import math
-import threading
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import IO, Any, NamedTuple
+from typing import IO, Any
 
 import numpy as np
 
@@ -88,7 +86,6 @@ class Simulator:
                     raise EmberError(f"{source}: IODESC {kind[:-1]} '{desc['name']}' lies outside DRAM; rebuild the binary")
         self._dump_after = self._dump_points()
         self._steps = [(_HANDLERS.get(insn.opcode), _Fields(insn)) for insn in self.program]
-        self._engine_streams = self._streams()
 
     def describe(self, i: int) -> str:
         """'instruction 12 (conv, node 'conv1')': how errors name an instruction."""
@@ -160,43 +157,20 @@ class Simulator:
         inputs: Mapping[str, np.ndarray],
         trace: IO[str] | None = None,
         dump: Callable[[str, np.ndarray], None] | None = None,
-        threads: int = 1,
     ) -> dict[str, np.ndarray]:
         """One inference. `inputs` maps IODESC input names to arrays of exactly the
         described shape and dtype. `trace` receives one line per instruction in execution
         order; `dump(name, array)` receives each MEMMAP tensor once its producer is done.
-
-        `threads` chooses how the engines run: 1 executes every instruction in schedule
-        order on the calling thread; 2 runs the compute engine's stream on it and the load
-        and store engines' streams on a second thread, concurrently; 3 each engine's
-        stream on its own thread, as the hardware does (see `_run_threaded`). The outputs
-        are the same bit for bit. `trace` and `dump` always run on one thread: trace lines
-        come in schedule order and a dump needs the state right after its producer.
-
-        1 is the default because it is the fastest on every model measured (a 2-core VM,
-        CPython 3.11; benchmarks/sim_speed.py --threads): the engines hand tokens to each
-        other per tile, every few tens of microseconds, and the thread switches that costs
-        (about 5000 per 640x640 detector inference, with the GIL hand-offs around each
-        kernel call) take more CPU time than the second core saves: 2 threads took
-        1.07-1.13x the wall time of 1 on the detector at 640x640, 1.14-1.26x at 320x320,
-        1.4-1.65x on the classifier, with numpy or numba kernels; 3 threads more.
         OpenBLAS runs on one thread meanwhile (`single_threaded_blas` says why)."""
-        if threads not in (1, 2, 3):
-            raise EmberError(f"threads must be 1, 2 or 3, not {threads}")
-        machine = _Machine(self, inputs)
         with single_threaded_blas():
-            if threads == 1 or trace is not None or dump is not None:
-                self._run(machine, trace, dump)
-            else:
-                self._run_threaded(machine, _ENGINE_GROUPS[threads])
-        return {desc["name"]: machine.read_dram(desc) for desc in self.ebin.iodesc.get("outputs", [])}
+            return self._run(_Machine(self, inputs), trace, dump)
 
     def _run(
         self,
         machine: _Machine,
         trace: IO[str] | None,
         dump: Callable[[str, np.ndarray], None] | None,
-    ) -> None:
+    ) -> dict[str, np.ndarray]:
         sched = self.schedule
         for i in sched.order:
             handler, fields = self._steps[i]
@@ -214,152 +188,7 @@ class Simulator:
             if dump is not None:
                 for region in self._dump_after.get(i, []):
                     dump(region["name"], machine.read_dram(region))
-
-    def _streams(self) -> list[list[_Step]]:
-        """Per engine, its instructions in program order, each with the token pops it
-        waits for as (engine, n): "that engine has finished its first n instructions"."""
-        sched = self.schedule
-        rank = {i: k for k, i in enumerate(sched.order)}
-        position = [0] * len(self.program)  # 1-based position within its engine
-        streams: list[list[_Step]] = [[], [], []]
-        for i, e in enumerate(sched.engines.tolist()):
-            streams[e].append(_Step(i, e, rank[i], *self._steps[i], ()))
-            position[i] = len(streams[e])
-        for stream in streams:
-            for k, step in enumerate(stream):
-                needed: dict[int, int] = {}
-                for p in sched.waits[step.index]:
-                    e = int(sched.engines[p])
-                    needed[e] = max(needed.get(e, 0), position[p])
-                stream[k] = step._replace(waits=tuple(needed.items()))
-        return streams
-
-    def _run_threaded(self, machine: _Machine, groups: tuple[tuple[int, ...], ...]) -> None:
-        """Run each group of engines on its own thread (the first on the calling thread).
-
-        A group runs its instructions in schedule order (for one engine: program order),
-        and an instruction that pops a token first waits until the pushing engine has
-        finished the pushing instruction. `schedule` has proved that every two accesses of
-        different engines to overlapping memory, one a write, are ordered by program order
-        and tokens, so this gives the sequential result; the kernels keep no per-call
-        state outside their arguments (their caches hold immutable plans), so they run
-        concurrently. numpy, OpenBLAS and the kernels release the GIL in their loops.
-
-        Errors: after a failure, the threads still run the instructions that come before
-        it in schedule order (and stop at the first that does not), so the error raised
-        is the sequential mode's, from its first failing instruction."""
-        streams = self._engine_streams
-        group_steps = [sorted((s for e in group for s in streams[e]), key=lambda s: s.rank) for group in groups]
-        state = _Progress()
-        workers = [
-            threading.Thread(target=state.run, args=(steps, machine), name=f"ember-sim-{'+'.join(map(str, group))}")
-            for steps, group in zip(group_steps[1:], groups[1:], strict=True)
-        ]
-        try:
-            for worker in workers:
-                worker.start()
-            state.run(group_steps[0], machine)
-        finally:
-            for worker in workers:
-                if worker.is_alive():
-                    worker.join()
-        if state.failures:
-            _, i, err = min(state.failures, key=lambda f: f[0])
-            if isinstance(err, ValueError):
-                raise EmberError(f"{self.describe(i)}: {err}") from None
-            raise err
-
-
-_ENGINE_GROUPS = {
-    2: ((Engine.COMPUTE,), (Engine.LOAD, Engine.STORE)),
-    3: ((Engine.COMPUTE,), (Engine.LOAD,), (Engine.STORE,)),
-}
-"""Engines per thread for `Simulator.run(threads=...)`; the first group runs on the calling thread."""
-
-
-class _Step(NamedTuple):
-    index: int
-    engine: int
-    rank: int
-    """Position in the schedule order."""
-    handler: Callable[[_Machine, _Fields], None] | None
-    fields: _Fields
-    waits: tuple[tuple[int, int], ...]
-    """(engine, n): the engine must have finished its first n instructions before this one."""
-
-
-class _Progress:
-    """The shared state of one threaded inference: per engine, how many of its
-    instructions have finished and who waits for which count; the failures.
-
-    A waiter blocks on a lock of its own, released by the engine's thread once the count
-    is reached, or by a failure ordered before the waiting instruction (waiters for
-    instructions before the failure keep waiting: they still run)."""
-
-    def __init__(self) -> None:
-        self.done = [0, 0, 0]
-        self.waiters: list[list[tuple[int, int, Any]]] = [[], [], []]
-        """Per engine: (count, rank of the waiting instruction, its held lock)."""
-        self.limit = math.inf
-        """Rank of the earliest failed instruction: no thread runs that one or later."""
-        self.failures: list[tuple[float, int, BaseException]] = []
-        self.lock = threading.Lock()
-
-    def run(self, steps: Sequence[_Step], machine: _Machine) -> None:
-        """Execute `steps` (one or more engines' instructions, in schedule order)."""
-        done, waiters = self.done, self.waiters
-        step = None
-        try:
-            for step in steps:
-                for engine, count in step.waits:
-                    if done[engine] < count and not self._wait(engine, count, step.rank):
-                        return
-                if step.rank >= self.limit:
-                    return
-                if step.handler is not None:
-                    step.handler(machine, step.fields)
-                done[step.engine] += 1
-                if waiters[step.engine]:
-                    self._wake(step.engine)
-        except BaseException as err:  # re-raised by the calling thread, after every thread ends
-            # an interrupt or exit stops everything at once; a kernel error only what follows it
-            early = step is None or not isinstance(err, Exception)
-            self._fail(-1 if early else step.rank, -1 if step is None else step.index, err)
-
-    def _wait(self, engine: int, count: int, rank: int) -> bool:
-        """Wait until `engine` has finished `count` instructions; False if an earlier
-        failure means the instruction of `rank` must not run."""
-        gate = threading.Lock()
-        gate.acquire()
-        entry = (count, rank, gate)
-        with self.lock:
-            if rank >= self.limit:
-                return False
-            # registered before the count is read: the engine's thread, which counts
-            # before it looks for waiters, either is seen here or sees the entry
-            self.waiters[engine].append(entry)
-            if self.done[engine] >= count:
-                self.waiters[engine].remove(entry)
-                return True
-        gate.acquire()
-        return self.done[engine] >= count
-
-    def _wake(self, engine: int) -> None:
-        with self.lock:
-            done = self.done[engine]
-            waiting = self.waiters[engine]
-            for entry in [w for w in waiting if w[0] <= done]:
-                waiting.remove(entry)
-                entry[2].release()
-
-    def _fail(self, rank: float, index: int, err: BaseException) -> None:
-        with self.lock:
-            self.failures.append((rank, index, err))
-            self.limit = min(self.limit, rank)
-            for waiting in self.waiters:  # release the instructions that must no longer run
-                for entry in [w for w in waiting if w[1] >= self.limit]:
-                    waiting.remove(entry)
-                    entry[2].release()
+        return {desc["name"]: machine.read_dram(desc) for desc in self.ebin.iodesc.get("outputs", [])}
 
 
 class _Fields:

@@ -1,15 +1,13 @@
 """`ember-sim`: run an Ember NPU binary on the instruction-level simulator.
 
     ember-sim model.ebin --input NAME=x.npy --output-dir out/ [--stats] [--repeat N]
-              [--trace t.txt] [--dump-dir dumps/] [--arch ember16] [--threads N]
+              [--trace t.txt] [--dump-dir dumps/] [--arch ember16]
 
 Writes `<output name>.npy` for every model output into the output directory. Inputs must
 have exactly the shape and dtype of the binary's IODESC. `--stats` prints instruction
 counts, cycles, MAC utilization, DRAM traffic, per-layer cycles, MACs and MAC utilization
 and, as its last line, the simulator's wall-clock `N ms per inference` (mean over
-`--repeat` runs). `--threads` chooses how the engines run (`Simulator.run`): 1 (the
-default, the fastest measured) in schedule order on one thread, 2 or 3 concurrently. The
-outputs are the same bit for bit; `--trace` and `--dump-dir` run on one thread.
+`--repeat` runs).
 """
 
 from __future__ import annotations
@@ -40,16 +38,6 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--trace", type=Path, metavar="FILE", help="write one line per executed instruction")
     parser.add_argument("--dump-dir", type=Path, metavar="DIR", help="write every MEMMAP tensor as <name>.npy")
     parser.add_argument("--arch", help="the arch to run (default: the one the binary was built for)")
-    parser.add_argument(
-        "--threads",
-        type=int,
-        choices=(1, 2, 3),
-        default=1,
-        metavar="N",
-        help="1 (default): run the instructions in schedule order on one thread; 2: the compute engine on one"
-        " thread, load and store on another; 3: one thread per engine (same outputs; slower on the models"
-        " measured; --trace and --dump-dir always run on one thread)",
-    )
     parser.add_argument("--debug", action="store_true", help="show Python tracebacks")
     return parser
 
@@ -113,9 +101,9 @@ def _main(argv: Sequence[str]) -> int:
     trace = io.StringIO() if args.trace else None
     dumps: dict[str, np.ndarray] = {}
     start = time.perf_counter()
-    outputs = sim.run(inputs, trace, dumps.__setitem__ if args.dump_dir else None, args.threads)
+    outputs = sim.run(inputs, trace, dumps.__setitem__ if args.dump_dir else None)
     for _ in range(args.repeat - 1):
-        sim.run(inputs, threads=args.threads)
+        sim.run(inputs)
     wall_ms = (time.perf_counter() - start) * 1000 / args.repeat
 
     for name, array in outputs.items():

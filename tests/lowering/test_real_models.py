@@ -42,9 +42,9 @@ MODELS = {
 }  # fmt: skip
 
 
-def compile_shared_model(case: dict) -> tuple[ModuleOp, bytes]:
-    """The quantized main part of a MODELS case (for the reference interpreter) and its
-    compiled `.ebin`."""
+@pytest.mark.parametrize("case", MODELS.values(), ids=MODELS.keys())
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_real_model_bit_exact(case):
     path = SHARED / "models" / case["file"]
     assert path.exists(), f"{path} not present: the tests need ../shared beside the repository"
     module = import_model(load_onnx(str(path)), parse_input_shapes([case["shape"]]), source=str(path))
@@ -55,15 +55,9 @@ def compile_shared_model(case: dict) -> tuple[ModuleOp, bytes]:
     for p in passes:
         p.apply(ctx, module)
     quant_part = ModuleOp([main_function(module).clone()])
-    return quant_part, to_bytes(compile_to_ebin(module))
-
-
-@pytest.mark.parametrize("case", MODELS.values(), ids=MODELS.keys())
-@pytest.mark.filterwarnings("ignore::UserWarning")
-def test_real_model_bit_exact(case):
-    quant_part, data = compile_shared_model(case)
     names = [op.name for op in quant_part.walk()]
     assert {name: names.count(name) for name in case["ops"]} == case["ops"]
+    data = to_bytes(compile_to_ebin(module))
     assert to_bytes(parse(data, "model.ebin")) == data  # deterministic round trip
     sim = Simulator(parse(data, "model.ebin"))
     (x_desc,) = sim.ebin.iodesc["inputs"]
