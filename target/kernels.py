@@ -11,7 +11,7 @@ compiled by numba, each one fused pass in the int64 / int32 arithmetic of the de
 numpy alone cannot fuse them: every operation is a pass over the whole tile with its own
 temporary, and POST alone took six. The compiled functions take arrays of fixed dtypes and
 layouts (one signature each, so one compilation, cached on disk by `cache=True`) and
-release the GIL (`nogil=True`) so engines may run in threads.
+release the GIL while they run (`nogil=True`).
 
 Requantization is `ember.target.requant.requantize` (single rounding, ties towards +inf):
 compiled with the same int64 operations in the same order (so the same wrap-around); as
