@@ -89,7 +89,8 @@ def evaluate(folder: Path, model_path: Path, per_sample: bool) -> dict[str, floa
         expected = dict(zip(names, session.run(None, {name: norm.apply(pixels.astype(np.float32).transpose(2, 0, 1)[None])})))
         got = accl.run({name: frame_from_rgb(pixels, accl.npu_inputs[0]["pixel_format"])})
         rows.append([cosine(expected[n], got[n]) for n in [names[0], *logits]])
-        masks.append((expected[names[0]] > DB_THRESHOLD, got[names[0]] > DB_THRESHOLD))
+        if logits:
+            masks.append((expected[names[0]] > DB_THRESHOLD, got[names[0]] > DB_THRESHOLD))
         if per_sample:
             print(region.name, " ".join(f"{c:.4f}" for c in rows[-1]), flush=True)
     table, text = np.array(rows), np.array([r.box is not None for r in regions])

@@ -75,16 +75,16 @@ class Region:
         return self.file if self.box is None else f"{self.file}[x {self.box[0]}..{self.box[2]}]"
 
 
-def text_windows(file: str, side: int) -> list[tuple[str, tuple[int, int, int, int]]]:
+def text_windows(file: str, side: int) -> list[Region]:
     """The left `side` x `side` square of a text image and five half-size windows in it
-    (four corners, centre), as PIL boxes (left, top, right, bottom). With only two text
+    (four corners, centre), boxes as PIL's (left, top, right, bottom). With only two text
     images, windows at a second scale give calibration more text of the detector's domain:
     on the 640x640 detector, 4 photographs + these 12 crops gave text-square logits 0.9973
     where 7 photographs + the 2 squares gave 0.9899 (benchmarks/RESULTS.md)."""
     half, quarter = side // 2, side // 4
     corners = [(x, y) for y in (0, side - half) for x in (0, side - half)]
     windows = [(x, y, x + half, y + half) for x, y in [*corners, (quarter, quarter)]]
-    return [(file, box) for box in [(0, 0, side, side), *windows]]
+    return [Region(file, box) for box in [(0, 0, side, side), *windows]]
 
 
 CALIBRATION = {
@@ -95,7 +95,8 @@ CALIBRATION = {
     ],
     "text": [
         *map(Region, ["astronaut.png", "camera.png", "logo.png", "rocket.jpg"]),
-        *(Region(f, box) for f, box in [*text_windows("page.png", 191), *text_windows("text.png", 172)]),
+        *text_windows("page.png", 191),
+        *text_windows("text.png", 172),
     ],
 }
 EVALUATION_TEXT = [("page.png", (193, 0, 384, 191)), ("text.png", (276, 0, 448, 172))]
