@@ -3,26 +3,39 @@
 Each function is the exact definition that docs/isa.md states in words; the simulator
 calls them on the tiles an instruction names, one call per tile.
 
-Speed (issue 5: the simulator within 2x of onnxruntime float32) comes from two sources:
-dense convolutions sum in float32 (or float64) BLAS where that is provably exact, and the
+Speed (issue 5: the simulator within 2x of onnxruntime float32) comes from three sources:
+dense convolutions sum in float32 (or float64) BLAS where that is provably exact; the
 per-element integer work (POST's requantization, depthwise convolution, ELTW lookups,
 global pool sums, the table lookups of max pooling and nearest resize) runs in loops
-compiled by numba, each one fused pass in the int64 / int32 arithmetic of the definition.
-numpy alone cannot fuse them: every operation is a pass over the whole tile with its own
-temporary, and POST alone took six. The compiled functions take arrays of fixed dtypes and
-layouts (one signature each, so one compilation, cached on disk by `cache=True`) and
+compiled by numba, each one fused pass in the arithmetic of the definition (numpy alone
+cannot fuse them: every operation is a pass over the whole tile with its own temporary,
+and POST alone took six); and the large tiles use both cores. The compiled functions take
+arrays of fixed dtypes and layouts (few signatures, cached on disk by `cache=True`) and
 release the GIL while they run (`nogil=True`).
 
+Threads: the kernels whose outer loop is independent rows (`_PARALLEL`) split it over
+numba's threads when the tile is above a size threshold (`_launch`), and the dense
+convolution's BLAS calls are made from those threads (scipy's BLAS, which numba's np.dot
+binds, on one thread each: `support.blas.single_threaded_blas` sets it while the simulator
+runs). OpenBLAS's own threads were tried first: next to numba's, both pools spin and the
+simulator became 18x slower; numba's pool alone was faster on the detector (143 ms, against
+149 ms with OpenBLAS threads for the large matmuls alone).
+
 Requantization is `ember.target.requant.requantize` (single rounding, ties towards +inf):
-compiled with the same int64 operations in the same order (so the same wrap-around); as
-numpy int64 operations in place (`_rescale`); or as a lookup in a table of its results
-over every possible int8 input (one or two operands), built with `_rescale` once per
-parameter set.
+compiled with the same int64 operations in the same order (so the same wrap-around), or
+in float64 where `_post_kernel` shows that is exact; as numpy int64 operations in place
+(`_rescale`); or as a lookup in a table of its results over every possible int8 input
+(one or two operands), built with `_rescale` once per parameter set.
 """
 
 from __future__ import annotations
 
+import os
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
+from typing import TypeVar
 
 import numba
 import numba.extending
@@ -31,12 +44,76 @@ from numpy.lib.stride_tricks import as_strided
 
 from ember.target.isa import BILINEAR_WEIGHT_BITS, ELTW_ADD_LEFT_SHIFT, RESIZE_FRAC_BITS, ChannelOrder, PixelFormat
 
+# Before numba's OpenMP threading layer loads libgomp (at the first parallel kernel, on
+# the `ember-npu` thread: see `npu_thread`): pin its threads to distinct cores. Unpinned,
+# a worker woken after an idle spell often lands on its master's core and the two share
+# it for milliseconds: the classifier's inference then took 15-20 ms instead of 5, at
+# random. A user's own setting wins.
+os.environ.setdefault("OMP_PROC_BIND", "true")
+
+T = TypeVar("T")
+
 FLOAT32_EXACT = 2**24
 """Integers below this magnitude, and every partial sum of them, are exact in float32."""
 
 _JIT = {"cache": True, "nogil": True}
 """Options of every compiled kernel: compiled code cached on disk (the first run of a
 fresh checkout compiles, later processes load it), the GIL released while it runs."""
+
+_PARALLEL = {**_JIT, "parallel": True}
+"""Options of the kernels whose outer loop (`prange`: rows or output lines, independent)
+numba splits over its threads: 1.6-1.7x on 2 cores for POST tiles of 20-60 k values."""
+
+_PARALLEL_LOCK = threading.Lock()
+"""One parallel kernel at a time in the process: numba's fallback threading layer
+(workqueue, when there is no OpenMP or TBB) aborts on concurrent launches."""
+
+PARALLEL_MACS = 2**18
+"""Dense convolutions of fewer multiply-adds run on one thread, and"""
+PARALLEL_DEPTHWISE_MACS = 2**15
+"""depthwise ones of fewer, and"""
+PARALLEL_ELEMENTS = 2**12
+"""POST and lookups of fewer output values: each is about 30 us of one core's work, and
+waking numba's idle threads for less made the classifier's 600 small instructions slower
+and erratic (5 ms on one thread; 5-20 ms on two)."""
+
+
+_NPU_THREAD = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ember-npu")
+_team_started = False
+
+
+def npu_thread(function: Callable[..., T], *args) -> T:
+    """`function(*args)` on the `ember-npu` thread, the one that starts numba's OpenMP
+    team: with OMP_PROC_BIND, libgomp pins the thread that starts it, and that must not be
+    the caller's (every thread it creates afterwards, an onnxruntime pool for instance,
+    would inherit the one core). The simulator runs its inferences there."""
+    if threading.current_thread().name.startswith("ember-npu"):
+        return function(*args)
+    return _NPU_THREAD.submit(function, *args).result()
+
+
+def _start_team() -> None:
+    """Start numba's threads from the `ember-npu` thread, once, before any other parallel
+    kernel runs (a 1x1 POST is the smallest parallel launch)."""
+    global _team_started
+    one = np.zeros((1, 1), dtype=np.int32)
+    npu_thread(_post_kernel, np.zeros((1, 1), dtype=np.int8), one, np.array([[0], [0], [1]], dtype=np.int32), 0, -128, 127, _NO_LUT, 1)
+    _team_started = True
+
+
+def _launch(kernel, parallel: bool, *args):
+    """`kernel(*args)`, on all of numba's threads if `parallel`, else on this one."""
+    if not _team_started:
+        _start_team()
+    with _PARALLEL_LOCK:
+        if parallel:
+            return kernel(*args)
+        threads = numba.get_num_threads()
+        numba.set_num_threads(1)
+        try:
+            return kernel(*args)
+        finally:
+            numba.set_num_threads(threads)
 
 
 @numba.extending.intrinsic
@@ -94,11 +171,12 @@ def _accumulation_dtype(x: np.ndarray, w: np.ndarray, in_zp: int) -> type:
 
     Any partial sum of output channel o, in any summation order, is bounded by
     sum_i |x_i - zp| |w_oi| <= max|x - zp| * sum_i |w_oi| <= max|x - zp| * K max|w|: the
-    cheap last bound first, the tighter middle one when that is not enough."""
-    if not x.size or not w.size:
+    data-free bound of that for int8 first (no pass over the tile: every K below 514),
+    then the cheap last one, the tighter middle one when that is not enough."""
+    taps = w[0].size
+    if not x.size or not w.size or max(127 - in_zp, in_zp + 128) * taps * 128 < FLOAT32_EXACT:
         return np.float32
     centred_max = max(abs(int(x.max()) - in_zp), abs(int(x.min()) - in_zp))
-    taps = w[0].size
     if centred_max * taps * max(abs(int(w.max())), abs(int(w.min()))) < FLOAT32_EXACT:
         return np.float32
     weight_l1 = int(np.abs(w.reshape(w.shape[0], taps), dtype=np.int32).sum(axis=1).max())
@@ -114,57 +192,162 @@ def _to_int32(out: np.ndarray) -> np.ndarray:
     return out.astype(np.int64).astype(np.int32)
 
 
-def _dense_stride1(xc: np.ndarray, wf: np.ndarray, dilation: tuple[int, int], oh: int, ow: int) -> np.ndarray:
-    """Dense stride-1 convolution without im2col. On the row-major flattened input
-    X[ih * iw, ic], output pixel (y, x) at flat position p = y * iw + x reads, for tap
-    (ky, kx), row p + dh * ky * iw + dw * kx: so every tap is one matmul of a contiguous
-    row range of X, accumulated into out[oh * iw, oc]. The iw - ow columns past each output
-    row are junk (they wrap into the next row) and are dropped by the returned view."""
-    ih, iw, ic = xc.shape
-    oc, kh, kw, _ = wf.shape
-    x = xc.reshape(ih * iw, ic)
-    taps = wf.transpose(1, 2, 3, 0)  # [kh, kw, ic, oc]
-    length = (oh - 1) * iw + ow  # rows up to the last valid output pixel
-    out = np.empty((oh * iw, oc), dtype=xc.dtype)
-    np.matmul(x[:length], taps[0, 0], out=out[:length])
-    for ky in range(kh):
-        for kx in range(kw):
-            if ky or kx:
-                offset = dilation[0] * ky * iw + dilation[1] * kx
-                out[:length] += x[offset : offset + length] @ taps[ky, kx]
-    return out.reshape(oh, iw, oc)[:, :ow]
+_FLOAT32, _FLOAT64 = np.zeros(0, dtype=np.float32), np.zeros(0, dtype=np.float64)
+"""Empty arrays whose dtype tells `_dense_kernel` the float type to sum in."""
 
 
-@numba.njit(**_JIT)
-def _depthwise_kernel(x, taps, in_zp, sh, sw, dh, dw, oh, ow):
-    """out[y, x, c] = sum over taps (i, j) of (x[y*sh + i*dh, x*sw + j*dw, c] - in_zp) *
-    taps[i, j, c], accumulated in int32. An int32 sum wraps exactly as the exact sum
-    wrapped to int32 does (arithmetic mod 2^32), which is `conv`'s contract; each product
-    fits (|x - in_zp| <= 255). The channel loop is innermost, contiguous in x, taps and
-    out, so it vectorizes."""
-    kh, kw, channels = taps.shape
-    out = np.zeros((oh, ow, channels), dtype=np.int32)
-    for oy in range(oh):
+@numba.njit(**_PARALLEL)
+def _dense_kernel(out, x, in_zp, w, kernel_width, row_step, col_step, row_length, accumulate, threads, ftype):
+    """out[y, c, :] (+)= sum over taps (ky, kx) of
+    (x[p + ky * row_step + kx * col_step] - in_zp) @ w[:, ky * kernel_width + kx, :].T
+    for the flat position p = y * row_length + c, every c < out.shape[1]: x int8 [rows, k],
+    w int8 [n, taps, k] (a kernel's taps in the weights' own layout), out int32
+    [oh, ow, n], all contiguous; sums in the float type of `ftype` (an empty array).
+
+    The rows are split into one block per thread (`threads`, numba's thread count: asked
+    for inside, it would make the function uncacheable). Each block converts the weights
+    and the input rows it reads to the float type once, then makes one BLAS call (scipy's,
+    which numba's np.dot binds) per kernel row ky, with that row's taps side by side
+    (n * kernel_width columns: 17% faster than one call per tap for the detector's 3x3,
+    24-channel layers), and adds each tap's columns at its shifted rows. The sums are
+    exact integers (the caller chose the float type), so their int64 -> int32 truncation
+    wraps as the accumulator does."""
+    oh, ow, n = out.shape
+    k = w.shape[2]
+    kernel_height = w.shape[1] // kernel_width
+    wide = ftype.itemsize == 8
+    length = (oh - 1) * row_length + ow
+    reach = (kernel_height - 1) * row_step + (kernel_width - 1) * col_step
+    block = (length + threads - 1) // threads
+    for part in numba.prange(threads):
+        lo, hi = part * block, min(length, part * block + block)
+        if lo < hi:
+            taps = np.empty((kernel_height, kernel_width * n, k), dtype=ftype.dtype)
+            for ky in range(kernel_height):
+                for kx in range(kernel_width):
+                    for o in range(n):
+                        for i in range(k):
+                            taps[ky, kx * n + o, i] = w[o, ky * kernel_width + kx, i]
+            rows = x[lo : hi + reach]
+            centred = np.empty(rows.shape, dtype=ftype.dtype)
+            zp = np.full(1, in_zp, dtype=ftype.dtype)[0]  # int8 - float stays in the float type: vectorizes
+            for r in range(rows.shape[0]):
+                for i in range(k):
+                    centred[r, i] = rows[r, i] - zp
+            acc = np.zeros((hi - lo, n), dtype=ftype.dtype)
+            span = hi - lo + (kernel_width - 1) * col_step
+            for ky in range(kernel_height):
+                products = np.dot(centred[ky * row_step : ky * row_step + span], taps[ky].T)
+                for r in range(hi - lo):
+                    for kx in range(kernel_width):
+                        shifted = products[r + kx * col_step]
+                        for o in range(n):
+                            acc[r, o] += shifted[kx * n + o]
+            for p in range(lo, hi):
+                y, c = p // row_length, p % row_length
+                if c < ow:
+                    for o in range(n):
+                        # float32 sums are below 2^24: a direct (vectorizing) conversion
+                        total = np.int32(np.int64(acc[p - lo, o])) if wide else np.int32(acc[p - lo, o])
+                        out[y, c, o] = out[y, c, o] + total if accumulate else total
+
+
+@numba.njit(**_PARALLEL)
+def _depthwise_kernel(out, x, w, in_zp, sh, sw, dh, dw, accumulate):
+    """out[y, x, c] (+)= sum over taps (i, j) of (x[y*sh + i*dh, x*sw + j*dw, c] - in_zp) *
+    w[c, i, j, 0], summed in int32, for x int8 [ih, iw, c], w int8 [c, kh, kw, 1], out
+    int32 [oh, ow, c]. An int32 sum wraps exactly as the exact sum wrapped to int32 does
+    (arithmetic mod 2^32), which is `conv`'s contract; each product fits
+    (|x - in_zp| <= 255). The channel loop is innermost, contiguous in x, taps and out, so
+    it vectorizes; output rows are split over the threads."""
+    oh, ow, channels = out.shape
+    kh, kw = w.shape[1], w.shape[2]
+    taps = np.empty((kh, kw, channels), dtype=np.int32)
+    for c in range(channels):
+        for i in range(kh):
+            for j in range(kw):
+                taps[i, j, c] = w[c, i, j, 0]
+    for oy in numba.prange(oh):
         for ox in range(ow):
             acc = out[oy, ox]
+            if not accumulate:
+                acc[:] = 0
             for i in range(kh):
                 for j in range(kw):
                     pixel = x[oy * sh + i * dh, ox * sw + j * dw]
                     weight = taps[i, j]
                     for c in range(channels):
                         acc[c] += (np.int32(pixel[c]) - in_zp) * weight[c]
-    return out
 
 
-def _depthwise(x: np.ndarray, w: np.ndarray, in_zp: int, stride, dilation, oh: int, ow: int) -> np.ndarray:
-    """Depthwise convolution, channel multiplier oc / ic: output channel o reads input
-    channel o // (oc / ic), so a multiplier above 1 repeats the input's channels first."""
-    ocg = w.shape[0] // x.shape[2]
-    if ocg > 1:
-        x = np.repeat(x, ocg, axis=2)
-    taps = np.ascontiguousarray(w[..., 0].transpose(1, 2, 0), dtype=np.int32)  # [kh, kw, oc]
-    x = np.ascontiguousarray(x, dtype=np.int8)
-    return _depthwise_kernel(x, taps, np.int32(in_zp), *map(int, (*stride, *dilation, oh, ow)))
+class Conv:
+    """A CONV with its static part prepared once (the simulator makes one per instruction
+    when it loads a program): tile shapes, input zero point, stride, dilation, groups and
+    the accumulate flag. Calling it with the tiles x int8 [ih, iw, ic], w int8
+    [oc, kh, kw, ic/groups] and out int32 [oh, ow, oc] (contiguous) sets out to, or with
+    `accumulate` increments it by, acc = sum((x - in_zp) * w), wrapping as int32 does.
+
+    Depthwise convolutions (one input channel per group) sum in int32 in a compiled loop.
+    The other dense ones sum the products in float32 BLAS when every partial sum is
+    provably below 2^24 (so the sum is exact in any order), else in float64 (exact for any
+    int8 tile). Stride 1 needs no im2col: on the row-major flattened input X[ih * iw, ic],
+    output pixel (y, x) at flat position p = y * iw + x reads, for tap (ky, kx), row
+    p + dh * ky * iw + dw * kx, so every tap reads a contiguous row range of X (the
+    iw - ow positions past each output row wrap into the next row and are not written).
+    Other strides gather the windows first; grouped convolutions that are not depthwise
+    (rare) use one numpy matmul per group."""
+
+    def __init__(self, x_shape, w_shape, in_zp: int, stride, dilation, groups: int, accumulate: bool):
+        (ih, iw, _), (oc, kh, kw, icg) = x_shape, w_shape
+        self.in_zp, self.groups, self.accumulate = int(in_zp), int(groups), bool(accumulate)
+        self.stride, self.dilation = tuple(map(int, stride)), tuple(map(int, dilation))
+        self.out_shape = (
+            conv_output_size(ih, kh, self.stride[0], self.dilation[0]), conv_output_size(iw, kw, self.stride[1], self.dilation[1]), oc,
+        )  # fmt: skip
+        # the data-free bound of `_accumulation_dtype`, decided once
+        self.always_float32 = max(127 - in_zp, in_zp + 128) * kh * kw * icg * 128 < FLOAT32_EXACT
+
+    def __call__(self, out: np.ndarray, x: np.ndarray, w: np.ndarray) -> None:
+        if out.shape != self.out_shape:
+            raise ValueError(f"convolution output {list(out.shape)} is not {list(self.out_shape)}")
+        oc, kh, kw, icg = w.shape
+        if self.groups == 1:
+            exact32 = self.always_float32 or _accumulation_dtype(x, w, self.in_zp) is np.float32
+            ftype = _FLOAT32 if exact32 else _FLOAT64
+            if self.stride == (1, 1):
+                iw = x.shape[1]
+                rows, w3 = x.reshape(-1, icg), w.reshape(oc, kh * kw, icg)
+                geometry = (kw, self.dilation[0] * iw, self.dilation[1], iw)
+            else:
+                windows = _windows(x, kh, kw, *self.stride, *self.dilation)
+                rows, w3 = windows.reshape(-1, kh * kw * icg), w.reshape(oc, 1, -1)
+                geometry = (1, 0, 0, out.shape[1])
+            parallel = out.size * kh * kw * icg >= PARALLEL_MACS
+            threads = numba.get_num_threads() if parallel else 1
+            args = (out, np.ascontiguousarray(rows), self.in_zp, w3, *geometry, self.accumulate, threads, ftype)
+            _launch(_dense_kernel, parallel, *args)
+        elif icg == 1:
+            channel_multiplier = oc // x.shape[2]
+            if channel_multiplier > 1:  # output channel o reads input channel o // multiplier
+                x = np.repeat(x, channel_multiplier, axis=2)
+            parallel = out.size * kh * kw >= PARALLEL_DEPTHWISE_MACS
+            args = (out, np.ascontiguousarray(x), w, np.int32(self.in_zp), *self.stride, *self.dilation, self.accumulate)
+            _launch(_depthwise_kernel, parallel, *args)
+        else:
+            self._grouped(out, x, w)
+
+    def _grouped(self, out: np.ndarray, x: np.ndarray, w: np.ndarray) -> None:
+        oc, kh, kw, icg = w.shape
+        (oh, ow, _), groups = out.shape, self.groups
+        ftype = _accumulation_dtype(x, w, self.in_zp)
+        windows = _windows(np.subtract(x, ftype(self.in_zp), dtype=ftype), kh, kw, *self.stride, *self.dilation)
+        cols = windows.reshape(oh * ow, kh * kw, groups, icg).transpose(2, 0, 1, 3).reshape(groups, oh * ow, -1)
+        wg = w.astype(ftype).reshape(groups, oc // groups, kh * kw * icg).transpose(0, 2, 1)
+        result = _to_int32(np.matmul(cols, wg).transpose(1, 0, 2).reshape(oh, ow, oc))
+        if self.accumulate:
+            out += result  # int32 arithmetic wraps, as the accumulator does
+        else:
+            out[...] = result
 
 
 def conv(
@@ -175,93 +358,63 @@ def conv(
     dilation: tuple[int, int],
     groups: int,
 ) -> np.ndarray:
-    """Grouped convolution: x int8 [ih, iw, ic], w int8 [oc, kh, kw, ic/groups] ->
-    int32 [oh, ow, oc] with acc = sum((x - in_zp) * w), wrapped to int32.
-
-    Depthwise convolutions (one input channel per group) sum in int32 in a compiled loop.
-    The others sum the products in float32 BLAS when every partial sum is provably below
-    2^24 (so the sum is exact in any order), else in float64 (exact for any int8 tile)."""
-    stride, dilation = tuple(stride), tuple(dilation)
-    oc, kh, kw, icg = w.shape
-    ih, iw, ic = x.shape
-    ocg = oc // groups
-    oh = conv_output_size(ih, kh, stride[0], dilation[0])
-    ow = conv_output_size(iw, kw, stride[1], dilation[1])
-    if groups > 1 and icg == 1:
-        return _depthwise(x, w, in_zp, stride, dilation, oh, ow)
-    ftype = _accumulation_dtype(x, w, in_zp)
-    xc = x.astype(ftype)
-    if in_zp:
-        xc -= ftype(in_zp)
-    wf = w.astype(ftype)
-    if groups == 1 and stride == (1, 1):
-        out = _dense_stride1(xc, wf, dilation, oh, ow)
-    elif groups == 1:
-        cols = _windows(xc, kh, kw, *stride, *dilation).reshape(oh * ow, kh * kw * ic)
-        out = (cols @ wf.reshape(oc, -1).T).reshape(oh, ow, oc)
-    else:
-        win = _windows(xc, kh, kw, *stride, *dilation)
-        cols = win.reshape(oh * ow, kh * kw, groups, icg).transpose(2, 0, 1, 3).reshape(groups, oh * ow, -1)
-        wg = wf.reshape(groups, ocg, kh * kw * icg).transpose(0, 2, 1)
-        out = np.matmul(cols, wg).transpose(1, 0, 2).reshape(oh, ow, oc)
-    return _to_int32(out)
+    """The `Conv` of a new int32 [oh, ow, oc] tile."""
+    plan = Conv(x.shape, w.shape, in_zp, stride, dilation, groups, accumulate=False)
+    out = np.empty(plan.out_shape, dtype=np.int32)
+    plan(out, x, w)
+    return out
 
 
 _NO_LUT = np.zeros(0, dtype=np.int8)
 """The table argument of `_post_kernel` when the instruction has no LUT."""
 
 
-@numba.njit(**_JIT)
-def _post_kernel(acc, bias, multiplier, rounding, shift, zp_out, act_min, act_max, lut):
+@numba.njit(**_PARALLEL)
+def _post_kernel(out, acc, params, zp_out, act_min, act_max, lut, threads):
     """out[i, c] = clamp(((acc + bias) * M + 2^(S-1)) >> S + zp_out) per channel c, then
-    lut[out + 128] if `lut` is not empty: `requantize`'s int64 operations in its order and
-    with its wrap-around. The shift right is arithmetic, and y + zp_out cannot overflow
-    (|y| <= 2^62). A row is requantized into int64 first and looked up after: the first
-    loop then vectorizes (a byte lookup cannot)."""
+    lut[out + 128] if `lut` is not empty, for params int32 [3, channels] = (bias, M, S):
+    `requantize`'s int64 operations with their wrap-around, regrouped. In int64
+    arithmetic (mod 2^64) (acc + bias) * M + 2^(S-1) = acc * M + (bias * M + 2^(S-1)):
+    the second term is one int64 per channel, and for an int32 accumulator acc * M is a
+    product of two sign-extended int32 values, which AVX2 multiplies 4 at a time (a full
+    64-bit multiply it has not: this made POST 1.7-6x faster). The shift right is
+    arithmetic, and y + zp_out cannot overflow (|y| <= 2^62).
+
+    Rows are split into one block per thread (`threads`; each block allocates its row
+    buffer once: a prange over rows allocated per row, 1.6x slower); a row is requantized
+    first and looked up after (the first loop vectorizes, a byte lookup cannot)."""
     count, channels = acc.shape
-    out = np.empty((count, channels), dtype=np.int8)
-    row = np.empty(channels, dtype=np.int64)
-    for i in range(count):
-        for c in range(channels):
-            y = _wrapping_add(_wrapping_mul(_wrapping_add(acc[i, c], bias[c]), multiplier[c]), rounding[c]) >> shift[c]
-            row[c] = min(max(y + zp_out, act_min), act_max)
-        if lut.size:
+    multiplier, shift = params[1].copy(), params[2].astype(np.int64)
+    offset = np.empty(channels, dtype=np.int64)
+    for c in range(channels):
+        if multiplier[c] < 0 or shift[c] < 1 or shift[c] > 62:
+            raise ValueError("par holds a negative multiplier or a shift outside [1, 62]")
+        offset[c] = _wrapping_add(np.int64(params[0, c]) * np.int64(multiplier[c]), np.int64(1) << (shift[c] - 1))
+    block = (count + threads - 1) // threads
+    for part in numba.prange(threads):
+        row = np.empty(channels, dtype=np.int64)
+        for i in range(part * block, min(count, part * block + block)):
             for c in range(channels):
-                out[i, c] = lut[row[c] + 128]
-        else:
-            for c in range(channels):
-                out[i, c] = row[c]
-    return out
+                y = _wrapping_add(_wrapping_mul(np.int64(acc[i, c]), np.int64(multiplier[c])), offset[c]) >> shift[c]
+                row[c] = min(max(y + zp_out, act_min), act_max)
+            if lut.size:
+                for c in range(channels):
+                    out[i, c] = lut[row[c] + 128]
+            else:
+                for c in range(channels):
+                    out[i, c] = row[c]
 
 
-class Post:
-    """POST with its per-channel parameters prepared once, applied to any rows of the
-    accumulator: int32 [count, channels] -> int8, per-channel requantization (`requantize`
-    with `bias`), clamp, then (if given) `y = lut[y + 128]`; one compiled pass. An
-    accumulator of another integer type (a POOL sum in a test) is taken as int64."""
-
-    def __init__(self, bias, multiplier, shift, zp_out: int, act_min: int, act_max: int, lut: np.ndarray | None):
-        self.bias, self.multiplier, self.shift = (np.ascontiguousarray(p, dtype=np.int64) for p in (bias, multiplier, shift))
-        self.rounding = np.left_shift(np.int64(1), self.shift - 1)
-        self.clamp = (int(zp_out), int(act_min), int(act_max))
-        self.lut = _NO_LUT if lut is None else np.array(lut, dtype=np.int8)  # writable: one compiled signature
-
-    def __call__(self, acc: np.ndarray) -> np.ndarray:
-        acc = np.ascontiguousarray(acc, dtype=np.int32 if acc.dtype == np.int32 else np.int64)
-        return _post_kernel(acc, self.bias, self.multiplier, self.rounding, self.shift, *self.clamp, self.lut)
-
-
-@lru_cache(maxsize=4096)
-def post_plan(params: bytes, zp_out: int, act_min: int, act_max: int, lut: bytes | None) -> Post:
-    """The `Post` of a PAR tile given by its bytes (int32 [3, channels]: bias, multiplier,
-    shift) and of a table given by its 256 bytes: a layer's parameters repeat in every
-    tile and every inference, so they are prepared once. Raises ValueError for a negative
-    multiplier or a shift outside [1, 62]."""
-    bias, multiplier, shift = np.frombuffer(params, dtype=np.int32).reshape(3, -1)
-    if (multiplier < 0).any() or (shift < 1).any() or (shift > 62).any():
-        raise ValueError("par holds a negative multiplier or a shift outside [1, 62]")
-    table = np.frombuffer(lut, dtype=np.int8) if lut is not None else None
-    return Post(bias, multiplier, shift, zp_out, act_min, act_max, table)
+def post_into(out: np.ndarray, acc: np.ndarray, params: np.ndarray, zp_out: int, act_min: int, act_max: int, lut: np.ndarray | None) -> None:
+    """POST: acc int32 [count, channels] -> out int8 [count, channels], per-channel
+    requantization (`requantize`) with params int32 [3, channels] = (bias, multiplier,
+    shift), clamp, then (if given) `y = lut[y + 128]`; one compiled pass, all arrays
+    contiguous. An accumulator of another integer type (a POOL sum in a test) is taken as
+    int64. Raises ValueError for a negative multiplier or a shift outside [1, 62]."""
+    acc = np.ascontiguousarray(acc, dtype=np.int32 if acc.dtype == np.int32 else np.int64)
+    parallel = acc.size >= PARALLEL_ELEMENTS
+    threads = numba.get_num_threads() if parallel else 1
+    _launch(_post_kernel, parallel, out, acc, params, zp_out, act_min, act_max, _NO_LUT if lut is None else lut, threads)
 
 
 def post(
@@ -274,23 +427,24 @@ def post(
     act_max: int,
     lut: np.ndarray | None,
 ) -> np.ndarray:
-    """int32 [count, channels] -> int8: per-channel requantization (`requantize` with
-    `bias`), clamp, then (if given) `y = lut[y + 128]` (see `Post`)."""
-    return Post(bias, multiplier, shift, zp_out, act_min, act_max, lut)(acc)
+    """`post_into` a new int8 array, the parameters given as three vectors."""
+    out = np.empty(acc.shape, dtype=np.int8)
+    post_into(out, acc, np.stack([bias, multiplier, shift]).astype(np.int32), zp_out, act_min, act_max, lut)
+    return out
 
 
 _INT8_BY_UINT8 = np.arange(256, dtype=np.uint8).view(np.int8)
 """The int8 value of each byte 0..255 (two's complement): index order of the ELTW tables."""
 
 
-@numba.njit(**_JIT)
+@numba.njit(**_PARALLEL)
 def _pair_lookup(table, a, b):
     """out[i, j] = table[256 * byte(a[i, j]) + byte(b[i, j])] for a, b uint8 [n, c], or
     with b's single row for every i if b is [1, c]."""
     count, channels = a.shape
     out = np.empty((count, channels), dtype=np.int8)
     step = 1 if b.shape[0] == count else 0
-    for i in range(count):
+    for i in numba.prange(count):
         for j in range(channels):
             out[i, j] = table[(np.int32(a[i, j]) << 8) | b[i * step, j]]
     return out
@@ -302,7 +456,7 @@ def _pair_lookup_bytes(table: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.nd
     a_rows, b_rows = _byte_rows(a), _byte_rows(b)
     if b_rows.shape[1] != a_rows.shape[1] or b_rows.shape[0] not in (1, a_rows.shape[0]):
         raise ValueError(f"ELTW operand shapes {a.shape} and {b.shape} do not match")
-    return _pair_lookup(table, a_rows, b_rows).reshape(a.shape)
+    return _launch(_pair_lookup, a_rows.size >= PARALLEL_ELEMENTS, table, a_rows, b_rows).reshape(a.shape)
 
 
 def _byte_rows(v: np.ndarray) -> np.ndarray:
@@ -449,11 +603,11 @@ def _unary_table(zp_in: int, multiplier: int, shift: int, zp_out: int, act_min: 
     return _rescale(values, multiplier, shift, zp_out, act_min, act_max).astype(np.int8)
 
 
-@numba.njit(**_JIT)
+@numba.njit(**_PARALLEL)
 def _gather_lookup(x, rows, cols, table):
     """out[i, j, c] = table[x[rows[i], cols[j], c]] for x uint8 [h, w, c] (bytes of int8)."""
     out = np.empty((rows.size, cols.size, x.shape[2]), dtype=np.int8)
-    for i in range(rows.size):
+    for i in numba.prange(rows.size):
         for j in range(cols.size):
             pixel = x[rows[i], cols[j]]
             for c in range(pixel.size):
@@ -468,7 +622,9 @@ def _lookup(x: np.ndarray, table: np.ndarray, lut: np.ndarray | None, rows=None,
         table = np.take(lut, table.view(np.uint8) ^ 0x80)  # composed: lut[table + 128]
     rows = np.arange(x.shape[0]) if rows is None else rows
     cols = np.arange(x.shape[1]) if cols is None else cols
-    return _gather_lookup(np.ascontiguousarray(x).view(np.uint8), rows.astype(np.int64), cols.astype(np.int64), table)
+    parallel = rows.size * cols.size * x.shape[2] >= PARALLEL_ELEMENTS
+    args = (np.ascontiguousarray(x).view(np.uint8), rows.astype(np.int64), cols.astype(np.int64), table)
+    return _launch(_gather_lookup, parallel, *args)
 
 
 def pool(

@@ -9,6 +9,7 @@ tiles and calls the integer kernels of `kernels.py`, one numpy call per tile.
 from __future__ import annotations
 
 import math
+import threading
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -85,7 +86,8 @@ class Simulator:
                 if int(desc["offset"]) + self._nbytes(desc) > self.dram_size:
                     raise EmberError(f"{source}: IODESC {kind[:-1]} '{desc['name']}' lies outside DRAM; rebuild the binary")
         self._dump_after = self._dump_points()
-        self._steps = [(_HANDLERS.get(insn.opcode), _Fields(insn)) for insn in self.program]
+        self._machine = _Machine(self)
+        self._lock = threading.Lock()
 
     def describe(self, i: int) -> str:
         """'instruction 12 (conv, node 'conv1')': how errors name an instruction."""
@@ -161,9 +163,16 @@ class Simulator:
         """One inference. `inputs` maps IODESC input names to arrays of exactly the
         described shape and dtype. `trace` receives one line per instruction in execution
         order; `dump(name, array)` receives each MEMMAP tensor once its producer is done.
-        OpenBLAS runs on one thread meanwhile (`single_threaded_blas` says why)."""
+        OpenBLAS runs on one thread meanwhile (`single_threaded_blas` says why). One
+        inference at a time, on the `ember-npu` thread (`kernels.npu_thread` says why):
+        the simulator's machine is reused."""
+        with self._lock:
+            return kernels.npu_thread(self._inference, inputs, trace, dump)
+
+    def _inference(self, inputs, trace, dump) -> dict[str, np.ndarray]:
         with single_threaded_blas():
-            return self._run(_Machine(self, inputs), trace, dump)
+            self._machine.reset(inputs)
+            return self._run(self._machine, trace, dump)
 
     def _run(
         self,
@@ -171,12 +180,12 @@ class Simulator:
         trace: IO[str] | None,
         dump: Callable[[str, np.ndarray], None] | None,
     ) -> dict[str, np.ndarray]:
-        sched = self.schedule
+        sched, steps = self.schedule, machine.steps
         for i in sched.order:
-            handler, fields = self._steps[i]
+            step = steps[i]
             try:
-                if handler is not None:
-                    handler(machine, fields)
+                if step is not None:
+                    step()
             except ValueError as err:
                 raise EmberError(f"{self.describe(i)}: {err}") from None
             if trace is not None:
@@ -192,31 +201,52 @@ class Simulator:
 
 
 class _Fields:
-    """An instruction's fields as plain attributes: read many times per instruction, they
+    """An instruction's fields as plain attributes: read many times while binding, they
     are faster here than through `Instruction.__getattr__`."""
 
     def __init__(self, insn: Instruction):
         self.__dict__.update(insn.fields)
 
 
-class _Machine:
-    """DRAM and on-chip buffers of one inference, and the instruction semantics on them."""
+Step = Callable[[], None]
+"""One instruction bound to the machine: its tiles are views made once, at load time."""
 
-    def __init__(self, sim: Simulator, inputs: Mapping[str, np.ndarray]):
+
+class _Machine:
+    """DRAM and on-chip buffers, and each instruction bound to them as a `Step`.
+
+    A simulator keeps one machine for all its inferences: the instruction addresses are
+    static, so every view an instruction reads or writes is made once, and an inference
+    only resets the memories (DRAM to zeros + CONST, buffers to zeros: a fresh machine's
+    state) and runs the steps."""
+
+    def __init__(self, sim: Simulator):
         ebin = sim.ebin
-        self.dram = np.zeros(sim.dram_size, dtype=np.uint8)
+        self.initial_dram = np.zeros(sim.dram_size, dtype=np.uint8)
         offset = int(ebin.memmap.get("const_offset", 0))
-        self.dram[offset : offset + len(ebin.const)] = np.frombuffer(ebin.const, dtype=np.uint8)
+        self.initial_dram[offset : offset + len(ebin.const)] = np.frombuffer(ebin.const, dtype=np.uint8)
+        self.dram = self.initial_dram.copy()
         self.buffers = {
             buf: np.zeros(sim.arch.buffer_bytes(buf) // dtype.itemsize, dtype=dtype) for buf, dtype in BUFFER_DTYPES.items()
         }
-        described = {desc["name"]: desc for desc in ebin.iodesc.get("inputs", [])}
-        unknown = sorted(set(inputs) - set(described))
+        self.inputs = {desc["name"]: desc for desc in ebin.iodesc.get("inputs", [])}
+        self.steps: list[Step | None] = []
+        for i, insn in enumerate(sim.program):
+            binder = _BINDERS.get(insn.opcode)
+            try:
+                self.steps.append(binder(self, _Fields(insn)) if binder is not None else None)
+            except ValueError as err:
+                raise EmberError(f"{sim.describe(i)}: {err}") from None
+
+    def reset(self, inputs: Mapping[str, np.ndarray]) -> None:
+        """A fresh machine's memories, with `inputs` written where IODESC places them."""
+        unknown = sorted(set(inputs) - set(self.inputs))
         if unknown:
             raise EmberError(
-                f"input '{unknown[0]}': the model has no such input; its inputs are {', '.join(sorted(described))}"
+                f"input '{unknown[0]}': the model has no such input; its inputs are {', '.join(sorted(self.inputs))}"
             )
-        for name, desc in described.items():
+        values = {}
+        for name, desc in self.inputs.items():
             if name not in inputs:
                 raise EmberError(f"input '{name}': missing; pass --input {name}=file.npy")
             value = np.asarray(inputs[name])
@@ -226,7 +256,12 @@ class _Machine:
                     f"input '{name}': expected shape {shape} {desc['dtype']}, got {list(value.shape)} {value.dtype};"
                     " quantize and lay out the input as IODESC describes"
                 )
-            start = int(desc["offset"])
+            values[name] = value
+        np.copyto(self.dram, self.initial_dram)
+        for buffer in self.buffers.values():
+            buffer.fill(0)
+        for name, value in values.items():
+            start = int(self.inputs[name]["offset"])
             raw = np.ascontiguousarray(value).view(np.uint8).ravel()
             self.dram[start : start + raw.size] = raw
 
@@ -240,7 +275,7 @@ class _Machine:
         """A writable view of a dense tile of an on-chip buffer."""
         return self.buffers[buf][addr : addr + math.prod(shape)].reshape(shape)
 
-    def _dram_box(self, insn: Instruction) -> np.ndarray:
+    def _dram_box(self, insn: _Fields) -> np.ndarray:
         """The DMA's DRAM box as a [size0, size1, size2] view in the buffer's element type
         (byte strides need not be multiples of the element size; `validate` has checked
         the box lies in DRAM, and the ndarray constructor checks it again)."""
@@ -252,92 +287,75 @@ class _Machine:
             strides=(insn.stride0, insn.stride1, insn.stride2),
         )
 
-    def load(self, insn: Instruction) -> None:
+    def load(self, insn: _Fields) -> Step:
         dest = self.tile(Buffer(insn.buf), insn.sram, load_tile_shape(insn))
         top, left, rows, cols = insn.pad_top, insn.pad_left, insn.size0, insn.size1
-        dest[top : top + rows, left : left + cols] = self._dram_box(insn)
-        if insn.pad_top or insn.pad_bottom or insn.pad_left or insn.pad_right:
-            dest[:top] = insn.pad_value
-            dest[top + rows :] = insn.pad_value
-            dest[top : top + rows, :left] = insn.pad_value
-            dest[top : top + rows, left + cols :] = insn.pad_value
+        inner, box = dest[top : top + rows, left : left + cols], self._dram_box(insn)
+        pads = [dest[:top], dest[top + rows :], dest[top : top + rows, :left], dest[top : top + rows, left + cols :]]
+        pads = [pad for pad in pads if pad.size]
+        pad_value = insn.pad_value
 
-    def store(self, insn: Instruction) -> None:
-        self._dram_box(insn)[...] = self.tile(Buffer(insn.buf), insn.sram, (insn.size0, insn.size1, insn.size2))
+        def step() -> None:
+            np.copyto(inner, box)
+            for pad in pads:
+                pad.fill(pad_value)
 
-    def conv(self, insn: Instruction) -> None:
+        return step
+
+    def store(self, insn: _Fields) -> Step:
+        box, tile = self._dram_box(insn), self.tile(Buffer(insn.buf), insn.sram, (insn.size0, insn.size1, insn.size2))
+        return lambda: np.copyto(box, tile)
+
+    def conv(self, insn: _Fields) -> Step:
         x = self.tile(Buffer.INP, insn.inp, (insn.ih, insn.iw, insn.ic))
         w = self.tile(Buffer.WGT, insn.wgt, (insn.oc, insn.kh, insn.kw, insn.ic // insn.groups))
-        result = kernels.conv(x, w, insn.in_zp, (insn.sh, insn.sw), (insn.dh, insn.dw), insn.groups)
         out = self.tile(Buffer.ACC, insn.acc, conv_output_shape(insn))
-        if insn.accumulate:
-            out += result  # int32 arithmetic wraps, as the accumulator does
-        else:
-            out[...] = result
+        conv = kernels.Conv(x.shape, w.shape, insn.in_zp, (insn.sh, insn.sw), (insn.dh, insn.dw), insn.groups, insn.accumulate)
+        return lambda: conv(out, x, w)
 
-    def post(self, insn: Instruction) -> None:
+    def post(self, insn: _Fields) -> Step:
         n, c = insn.count, insn.channels
-        params = self.tile(Buffer.PAR, insn.par, (3, c)).tobytes()
-        lut = self.tile(Buffer.LUT, insn.lut, (256,)).tobytes() if insn.use_lut else None
-        requantize = kernels.post_plan(params, insn.zp_out, insn.act_min, insn.act_max, lut)
-        self.tile(Buffer.INP, insn.out, (n, c))[...] = requantize(self.tile(Buffer.ACC, insn.acc, (n, c)))
+        params = self.tile(Buffer.PAR, insn.par, (3, c))
+        lut = self.tile(Buffer.LUT, insn.lut, (256,)) if insn.use_lut else None
+        acc, out = self.tile(Buffer.ACC, insn.acc, (n, c)), self.tile(Buffer.INP, insn.out, (n, c))
+        clamp = (insn.zp_out, insn.act_min, insn.act_max)
+        return lambda: kernels.post_into(out, acc, params, *clamp, lut)
 
-    def eltw(self, insn: Instruction) -> None:
+    def eltw(self, insn: _Fields) -> Step:
         n, c = insn.count, insn.channels
         a = self.tile(Buffer.INP, insn.a, (n, c))
         b = self.tile(Buffer.INP, insn.b, (1, c) if insn.broadcast_b else (n, c))
-        clamp = (insn.act_min, insn.act_max)
-        rescale_out = (insn.mult_out, insn.shift_out)
+        out = self.tile(Buffer.INP, insn.out, (n, c))
+        tail = ((insn.mult_out, insn.shift_out), insn.zp_out, insn.act_min, insn.act_max)
         if insn.mode == EltwMode.ADD:
-            y = kernels.eltw_add(
-                a, b, insn.zp_a, insn.zp_b, (insn.mult_a, insn.shift_a), (insn.mult_b, insn.shift_b),
-                rescale_out, insn.zp_out, *clamp,
-            )  # fmt: skip
-        else:
-            y = kernels.eltw_mul(a, b, insn.zp_a, insn.zp_b, rescale_out, insn.zp_out, *clamp)
-        self.tile(Buffer.INP, insn.out, (n, c))[...] = y
+            scales = (insn.mult_a, insn.shift_a), (insn.mult_b, insn.shift_b)
+            return lambda: np.copyto(out, kernels.eltw_add(a, b, insn.zp_a, insn.zp_b, *scales, *tail))
+        return lambda: np.copyto(out, kernels.eltw_mul(a, b, insn.zp_a, insn.zp_b, *tail))
 
-    def pool(self, insn: Instruction) -> None:
+    def pool(self, insn: _Fields) -> Step:
         x = self.tile(Buffer.INP, insn.inp, (insn.ih, insn.iw, insn.channels))
         window = ((insn.kh, insn.kw), (insn.sh, insn.sw), (insn.pad_top, insn.pad_bottom, insn.pad_left, insn.pad_right))
         if insn.mode == PoolMode.SUM:
-            out = self.tile(Buffer.ACC, insn.out, pool_output_shape(insn))
-            total = kernels.pool_sum(x, *window, insn.zp_in).astype(np.int32)
+            acc = self.tile(Buffer.ACC, insn.out, pool_output_shape(insn))
             if insn.accumulate:
-                out += total
-            else:
-                out[...] = total
-            return
-        y = kernels.pool(
-            x,
-            insn.mode == PoolMode.AVG,
-            *window,
-            insn.zp_in,
-            (insn.multiplier, insn.shift),
-            insn.zp_out,
-            insn.act_min,
-            insn.act_max,
-            self.tile(Buffer.LUT, insn.lut, (256,)) if insn.use_lut else None,
-        )
-        self.tile(Buffer.INP, insn.out, pool_output_shape(insn))[...] = y
+                return lambda: np.add(acc, kernels.pool_sum(x, *window, insn.zp_in).astype(np.int32), out=acc)
+            return lambda: np.copyto(acc, kernels.pool_sum(x, *window, insn.zp_in).astype(np.int32))
+        out = self.tile(Buffer.INP, insn.out, pool_output_shape(insn))
+        lut = self.tile(Buffer.LUT, insn.lut, (256,)) if insn.use_lut else None
+        average, rescale = insn.mode == PoolMode.AVG, (insn.multiplier, insn.shift)
+        tail = (insn.zp_in, rescale, insn.zp_out, insn.act_min, insn.act_max, lut)
+        return lambda: np.copyto(out, kernels.pool(x, average, *window, *tail))
 
-    def resize(self, insn: Instruction) -> None:
+    def resize(self, insn: _Fields) -> Step:
         x = self.tile(Buffer.INP, insn.inp, (insn.ih, insn.iw, insn.channels))
-        y = kernels.resize(
-            x,
-            insn.mode == ResizeMode.BILINEAR,
-            (insn.oh, insn.ow),
-            (insn.step_y, insn.step_x),
-            (insn.offset_y, insn.offset_x),
-            insn.zp_in,
-            (insn.multiplier, insn.shift),
-            insn.zp_out,
-            insn.act_min,
-            insn.act_max,
-        )
-        self.tile(Buffer.INP, insn.out, (insn.oh, insn.ow, insn.channels))[...] = y
+        out = self.tile(Buffer.INP, insn.out, (insn.oh, insn.ow, insn.channels))
+        args = (
+            insn.mode == ResizeMode.BILINEAR, (insn.oh, insn.ow), (insn.step_y, insn.step_x), (insn.offset_y, insn.offset_x),
+            insn.zp_in, (insn.multiplier, insn.shift), insn.zp_out, insn.act_min, insn.act_max,
+        )  # fmt: skip
+        return lambda: np.copyto(out, kernels.resize(x, *args))
 
-    def preproc(self, insn: Instruction) -> None:
+    def preproc(self, insn: _Fields) -> Step:
         h, w = insn.height, insn.width
         fmt = PixelFormat(insn.pixel_format)
         raw = self.buffers[Buffer.INP].view(np.uint8)
@@ -348,11 +366,12 @@ class _Machine:
             pixels = raw[insn.inp : insn.inp + h * w * 3].reshape(h, w, 3)
             uv = None
         tables = self.tile(Buffer.LUT, insn.lut, (3, 256))
-        y = kernels.preproc(pixels, uv, fmt, ChannelOrder(insn.order), tables)
-        self.tile(Buffer.INP, insn.out, (h, w, 3))[...] = y
+        out = self.tile(Buffer.INP, insn.out, (h, w, 3))
+        order = ChannelOrder(insn.order)
+        return lambda: np.copyto(out, kernels.preproc(pixels, uv, fmt, order, tables))
 
 
-_HANDLERS: dict[Opcode, Callable[[_Machine, Instruction], None]] = {
+_BINDERS: dict[Opcode, Callable[[_Machine, _Fields], Step]] = {
     Opcode.LOAD: _Machine.load,
     Opcode.STORE: _Machine.store,
     Opcode.CONV: _Machine.conv,

@@ -21,6 +21,7 @@ from ember.passes.calibrate import CalibratePass
 from ember.passes.extract_normalization import ExtractNormalizationPass
 from ember.passes.fold_batchnorm import FoldBatchNormPass
 from ember.passes.quantize import QuantizePass
+from ember.target import kernels
 from ember.target.ebin import parse, to_bytes
 from ember.target.simulator import Simulator
 
@@ -72,3 +73,8 @@ def test_real_model_bit_exact(case):
         got_real = got_real.transpose(0, 3, 1, 2)
     assert np.array_equal(got_real.reshape(expected.shape), expected)
     assert sim.stats().macs > 0
+    for threshold in (0, 2**62):  # every kernel on all of numba's threads, then on one
+        with pytest.MonkeyPatch.context() as patch:
+            for name in ("PARALLEL_MACS", "PARALLEL_DEPTHWISE_MACS", "PARALLEL_ELEMENTS"):
+                patch.setattr(kernels, name, threshold)
+            assert np.array_equal(sim.run({x_desc["name"]: x})[y_desc["name"]], got)

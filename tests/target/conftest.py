@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from ember.target import isa
+from ember.target import isa, kernels
 from ember.target.arch import load_arch
 from ember.target.ebin import Ebin
 from ember.target.isa import Buffer, Opcode, Token
@@ -195,3 +195,13 @@ def model_files(tmp_path):
     write(model, path)
     np.save(tmp_path / "x.npy", x)
     return path, tmp_path / "x.npy", y
+
+
+@pytest.fixture(params=["one thread", "all threads"])
+def kernel_threads(request, monkeypatch):
+    """The compiled kernels on one thread (every tile below the parallel thresholds) or
+    on all of numba's threads (every tile above them): both paths must give the same bits."""
+    size = 2**62 if request.param == "one thread" else 0
+    for name in ("PARALLEL_MACS", "PARALLEL_DEPTHWISE_MACS", "PARALLEL_ELEMENTS"):
+        monkeypatch.setattr(kernels, name, size)
+    return request.param

@@ -44,7 +44,7 @@ def post_case(rng, n, shifts):
 
 @pytest.mark.parametrize("shifts", [list(range(30, 43)), list(range(36, 63, 2)), [1, 12, 31, 42, 43, 62]])
 @pytest.mark.parametrize("with_lut", [False, True])
-def test_post_matches_int64_requantize(shifts, with_lut):
+def test_post_matches_int64_requantize(shifts, with_lut, kernel_threads):
     rng = np.random.default_rng(len(shifts) + with_lut)
     acc, bias, m, s = post_case(rng, 64, shifts)
     lut = rng.integers(-128, 128, 256).astype(np.int8) if with_lut else None
@@ -75,15 +75,16 @@ def python_post(acc: int, bias: int, m: int, s: int, zp: int, lo: int, hi: int) 
     return min(max(y + zp, lo), hi)
 
 
-def test_compiled_post_edge_cases_match_the_int64_formula():
+def test_compiled_post_edge_cases_match_the_int64_formula(kernel_threads):
     """Every (multiplier, shift, bias) channel below against accumulators at the int32
     extremes, around zero, and on exact positive and negative ties for M = 1 (v = (2k + 1)
-    2^(S-1): -0.5 -> 0, -1.5 -> -1, ties towards +inf), with and without a LUT."""
+    2^(S-1): -0.5 -> 0, -1.5 -> -1, ties towards +inf), with and without a LUT; the
+    kernel regroups the int64 terms (acc * M + (bias * M + 2^(S-1))), which must not show."""
     channels = [
         (m, s, b)
         for m in (0, 1, 2**30, 2**31 - 1)
-        for s in (1, 2, 31, 61, 62)
-        for b in (INT32.min, -(2**31) + 2**11, -1, 0, 1, INT32.max)
+        for s in (1, 2, 31, 42, 43, 61, 62)
+        for b in (INT32.min, -(2**31) + 2**11, -1, 0, 1, 2**31 - 2**11, INT32.max)
     ]
     m, s, bias = (np.array(column, dtype=np.int64) for column in zip(*channels))
     rows = [INT32.min, INT32.min + 1, -(2**30), -3, -1, 0, 1, 3, 2**30, INT32.max - 1, INT32.max]
@@ -101,8 +102,9 @@ def test_compiled_post_edge_cases_match_the_int64_formula():
         assert np.array_equal(expected, requantize(acc, m, s, zp, lo, hi, bias=bias))
         assert np.array_equal(kernels.post(acc, bias, m, s, zp, lo, hi, None), expected.astype(np.int8))
         assert np.array_equal(kernels.post(acc, bias, m, s, zp, lo, hi, lut), lut[expected + 128])
-    plan = kernels.post_plan(np.stack([bias, m, s]).astype(np.int32).tobytes(), 0, -128, 127, lut.tobytes())
-    assert np.array_equal(plan(acc), kernels.post(acc, bias, m, s, 0, -128, 127, lut))
+    out = np.empty(acc.shape, dtype=np.int8)
+    kernels.post_into(out, acc, np.stack([bias, m, s]).astype(np.int32), 0, -128, 127, lut)
+    assert np.array_equal(out, lut[requantize(acc, m, s, 0, -128, 127, bias=bias) + 128])
 
 
 def test_rescale_is_requantize():
@@ -207,7 +209,7 @@ CONVS = {
 
 @pytest.mark.parametrize("name", list(CONVS))
 @pytest.mark.parametrize("full_range", [False, True], ids=["float32", "float64"])
-def test_conv_paths_match_direct_convolution(name, full_range):
+def test_conv_paths_match_direct_convolution(name, full_range, kernel_threads):
     """Small values keep the sums below 2^24 (float32); with int8 extremes, 64 channels of
     3x3 taps (576 x 255 x 128 > 2^24) take float64."""
     (ih, iw, ic), oc, (kh, kw), stride, dilation, groups = CONVS[name]
@@ -225,7 +227,7 @@ def test_conv_paths_match_direct_convolution(name, full_range):
     assert np.array_equal(got, direct_conv(x, w, zp, stride, dilation, groups))
 
 
-def test_conv_wraps_beyond_int32_like_the_accumulator():
+def test_conv_wraps_beyond_int32_like_the_accumulator(kernel_threads):
     """K = 66000 products of 255 * -128 sum below -2^31: float64 is exact, the int32 result wraps."""
     x = np.full((1, 1, 66000), 127, dtype=np.int8)
     w = np.full((1, 1, 1, 66000), -128, dtype=np.int8)
@@ -248,6 +250,21 @@ def test_depthwise_padding_and_int8_extremes(zp):
         assert np.array_equal(got, direct_conv(x, w, zp, stride, dilation, 5))
     unpadded = direct_conv(inner, w, zp, (1, 1), (1, 1), 5)
     assert np.array_equal(kernels.conv(x, w, zp, (1, 1), (1, 1), 5)[2:-2, 2:-2], unpadded)
+
+
+@pytest.mark.parametrize("name", list(CONVS))
+def test_conv_accumulates_with_int32_wrap_around(name, kernel_threads):
+    """CONV with the accumulate flag adds to what the accumulator holds (values near the
+    int32 limits, so the sum wraps), on every path."""
+    (ih, iw, ic), oc, (kh, kw), stride, dilation, groups = CONVS[name]
+    rng = np.random.default_rng(len(name))
+    x = rng.integers(-128, 128, (ih, iw, ic)).astype(np.int8)
+    w = rng.integers(-128, 128, (oc, kh, kw, ic // groups)).astype(np.int8)
+    expected = direct_conv(x, w, -5, stride, dilation, groups)
+    held = rng.choice(np.array([INT32.min, -1, 0, INT32.max], dtype=np.int32), expected.shape)
+    out = held.copy()
+    kernels.Conv(x.shape, w.shape, -5, stride, dilation, groups, accumulate=True)(out, x, w)
+    assert np.array_equal(out, (held.astype(np.int64) + expected).astype(np.int32))
 
 
 def test_depthwise_wraps_beyond_int32_like_the_accumulator():
