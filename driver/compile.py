@@ -70,6 +70,8 @@ class CompileOptions:
     """Cross-layer equalization after batch-norm folding (else the script's `equalization`)."""
     bias_correction: bool = False
     """Empirical bias correction after quantization (else the script's `bias_correction`)."""
+    weight_rounding: str | None = None
+    """nearest | gptq (None: the script's `weight_rounding`, else nearest)."""
 
 
 @dataclass
@@ -307,19 +309,24 @@ class Compiler:
 
     def quantize(self, module: ModuleOp, script: ModelScript, samples) -> None:
         from ember.frontend.qdq_export import export_qdq
+        from ember.lowering.onnx_to_quant import convert
         from ember.passes.bias_correct import correct_biases
-        from ember.passes.quantize import QuantizePass
+        from ember.passes.calibrate import recorded_ranges
+        from ember.passes.gptq import weight_hessians
 
         with self.stage("quantize", "_quantized.mlir", "_quantized.onnx"):
             correct = self.options.bias_correction or script.bias_correction
+            gptq = (self.options.weight_rounding or script.weight_rounding or "nearest") == "gptq"
             # the samples are the ones calibration read, normalized as the script or model says
-            float_model = export_model(module) if correct else None
-            QuantizePass(float_nodes=",".join(script.float_nodes)).apply(self.ctx, module)
-            if float_model is not None:
+            float_model = export_model(module) if correct or gptq else None
+            hessians = weight_hessians(float_model, samples) if gptq else None
+            convert(module, recorded_ranges(module), script.float_nodes, hessians)
+            if correct:
                 correct_biases(module, float_model, samples)
             with atomic_output(self.path("_quantized.mlir")) as handle:
                 handle.write(_print_module(module))
             write_bytes_atomic(self.path("_quantized.onnx"), export_qdq(module).SerializeToString())
+        self.summary.decisions.append(("weight rounding", "GPTQ, on the calibration samples" if gptq else "nearest"))
         self.summary.decisions.append(("bias correction", "empirical, on the calibration samples" if correct else "none"))
         if script.float_nodes:
             self.summary.decisions.append(("precision", f"kept in float on the host: {', '.join(script.float_nodes)} (model script)"))

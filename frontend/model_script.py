@@ -8,6 +8,7 @@
     quantization(method=percentile, percentile=99.99)
     equalization(on)                          # cross-layer equalization: on | off
     bias_correction(on)                       # empirical bias correction after quantization: on | off
+    weight_rounding(gptq)                     # int8 weight rounding: nearest | gptq
     precision(conv_last, float)               # keep one node in float (on the host)
     calibration(size=32)
 
@@ -30,6 +31,7 @@ PIXEL_FORMATS = ("rgb", "bgr", "nv12")
 CALIBRATION_METHODS = ("minmax", "percentile", "entropy", "mse", "output_mse")
 SWITCHES = {"on": True, "off": False}
 PRECISIONS = ("int8", "float")
+WEIGHT_ROUNDINGS = ("nearest", "gptq")
 
 
 @dataclass(frozen=True)
@@ -71,6 +73,7 @@ class ModelScript:
     calibration_size: int | None = None
     equalize: bool = False
     bias_correction: bool = False
+    weight_rounding: str | None = None
     float_nodes: list[str] = field(default_factory=list)
 
 
@@ -156,6 +159,7 @@ class _Checker:
             "quantization": self.quantization,
             "equalization": self.equalization,
             "bias_correction": self.bias_correction,
+            "weight_rounding": self.weight_rounding,
             "precision": self.precision,
             "calibration": self.calibration,
         }
@@ -251,6 +255,10 @@ class _Checker:
     def bias_correction(self, call: _Call) -> None:
         args = self.args(call, ["mode"], {})
         self.script.bias_correction = SWITCHES[self.choice(args["mode"], tuple(SWITCHES), "bias_correction")]
+
+    def weight_rounding(self, call: _Call) -> None:
+        args = self.args(call, ["mode"], {})
+        self.script.weight_rounding = self.choice(args["mode"], WEIGHT_ROUNDINGS, "weight_rounding")
 
     def precision(self, call: _Call) -> None:
         args = self.args(call, ["node", "precision"], {})

@@ -52,7 +52,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import warnings
-from collections.abc import Callable, Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -81,6 +81,7 @@ from ember.dialects.quant_params import (
 from ember.dialects.quant_tables import build_table
 from ember.frontend.onnx_export import graph_function
 from ember.frontend.types import attribute_to_onnx
+from ember.passes.gptq import gptq_round
 from ember.support.diagnostics import EmberError
 from ember.target.capabilities import conv_transpose_reason, eltw_shapes_reason
 
@@ -308,8 +309,15 @@ class Activation:
 class Lowering:
     """The state of one onnx -> quant conversion, and the helpers lowerings use."""
 
-    def __init__(self, module: ModuleOp, ranges: dict[str, Range], float_nodes: Sequence[str] = ()):
+    def __init__(
+        self,
+        module: ModuleOp,
+        ranges: dict[str, Range],
+        float_nodes: Sequence[str] = (),
+        hessians: Mapping[str, np.ndarray] | None = None,
+    ):
         self.module = module
+        self.hessians = hessians or {}
         self.function: FuncOp = graph_function(module)
         self.block: Block = self.function.body.block
         self.ranges = ranges
@@ -571,11 +579,17 @@ def quantizable_nodes(module: ModuleOp, host: Collection[Operation] = ()) -> set
     return Lowering(module, {}).plan(host)
 
 
-def convert(module: ModuleOp, ranges: dict[str, Range], float_nodes: Sequence[str] = ()) -> list[OnnxOp]:
+def convert(
+    module: ModuleOp,
+    ranges: dict[str, Range],
+    float_nodes: Sequence[str] = (),
+    hessians: Mapping[str, np.ndarray] | None = None,
+) -> list[OnnxOp]:
     """Quantize `module` in place with `ranges` (ONNX tensor name -> [min, max]). Nodes
-    named in `float_nodes` stay float. Returns the nodes that stay float and warns once
-    listing them."""
-    left = Lowering(module, ranges, float_nodes).run()
+    named in `float_nodes` stay float. Weighted nodes named in `hessians` (their input
+    statistics, `ember.passes.gptq.weight_hessians`) get GPTQ-rounded weights, the others
+    nearest rounding. Returns the nodes that stay float and warns once listing them."""
+    left = Lowering(module, ranges, float_nodes, hessians).run()
     if left:
         listed = ", ".join(f"{op.node_name or '?'} ({op.ONNX_TYPE})" for op in left)
         warnings.warn(f"quantize: {len(left)} node(s) stay float and run on the host: {listed}", QuantizationWarning, stacklevel=2)
@@ -731,6 +745,8 @@ def lower_weighted(match: Match, lowering: Lowering) -> SSAValue:
         raise NotQuantizable("input is not int8")
     activation = lowering.activation(tail, pre, match.output)
     q_weight, w_scales = quantize_weights(weight, 0, f"{name} weights")
+    if (hessian := lowering.hessians.get(anchor.node_name)) is not None and anchor.ONNX_TYPE != "ConvTranspose":
+        q_weight = gptq_round(weight, hessian, w_scales, in_type.scale)
     q_bias = quantize_bias(bias, in_type.scale, w_scales, f"{name} bias")
     multiplier, shift = conv_multipliers(in_type.scale, w_scales, activation.requant_type.scale, name)
     w_type = UniformQuantizedType(IntegerType(8), w_scales, 0, axis=0)

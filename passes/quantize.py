@@ -3,6 +3,7 @@
     calibrate{data="images/" mean=127.5 std=127.5},quantize
     quantize{quant_info="model_quant_info.json" float_nodes="Sigmoid_0,Softmax_1"}
     calibrate{data="images/" method=output_mse},quantize{bias_correction=true}
+    calibrate{data="images/"},quantize{weight_rounding=gptq bias_correction=true}
 
 The conversion itself (pattern table, user patterns, numbers) is
 `ember.lowering.onnx_to_quant`. Ranges come from the module (`calibrate` records them
@@ -11,6 +12,8 @@ in `float_nodes` (comma separated) stay float on the host, like every node no pa
 matches; one warning lists them. `bias_correction=true` then corrects the int32 biases
 on the samples `calibrate` recorded (`ember.passes.bias_correct`), normalized as
 `calibrate` does by default (the normalization `extract-normalization` recorded).
+`weight_rounding=gptq` rounds the int8 weights with GPTQ on the input statistics of the
+same samples (`ember.passes.gptq`) instead of to nearest.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from ember.frontend.samples import load_samples
 from ember.lowering.onnx_to_quant import convert
 from ember.passes.bias_correct import correct_biases
 from ember.passes.calibrate import CALIBRATION_ATTR, input_specs, load_quant_info, recorded_normalization, recorded_ranges
+from ember.passes.gptq import weight_hessians
 from ember.support.diagnostics import EmberError
 
 
@@ -38,16 +42,22 @@ class QuantizePass(ModulePass):
     quant_info: str = ""
     float_nodes: str = ""
     bias_correction: bool = False
+    weight_rounding: str = "nearest"
 
     def apply(self, ctx: Context, op: ModuleOp) -> None:
+        if self.weight_rounding not in ("nearest", "gptq"):
+            raise EmberError(f"quantize{{weight_rounding={self.weight_rounding}}}: use nearest or gptq")
         ranges = load_quant_info(self.quant_info) if self.quant_info else recorded_ranges(op)
-        if self.bias_correction:
+        gptq = self.weight_rounding == "gptq"
+        if self.bias_correction or gptq:
             # the float model and its samples must be taken before conversion replaces it
             entry = op.attributes.get(CALIBRATION_ATTR)
             if not isinstance(entry, DictionaryAttr) or not isinstance(data := entry.data.get("data"), StringAttr):
-                raise EmberError("quantize{bias_correction=true} needs the samples of 'calibrate{data=...}' run on this module")
+                option = "bias_correction=true" if self.bias_correction else "weight_rounding=gptq"
+                raise EmberError(f"quantize{{{option}}} needs the samples of 'calibrate{{data=...}}' run on this module")
             samples = load_samples(data.data, input_specs(op), recorded_normalization(op))
             float_model = export_model(op)
-        convert(op, ranges, [n.strip() for n in self.float_nodes.split(",") if n.strip()])
+        hessians = weight_hessians(float_model, samples) if gptq else None
+        convert(op, ranges, [n.strip() for n in self.float_nodes.split(",") if n.strip()], hessians)
         if self.bias_correction:
             correct_biases(op, float_model, samples)

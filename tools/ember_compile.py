@@ -3,6 +3,7 @@
     ember-compile MODEL.onnx -o OUTDIR [--input-shape NAME=D,D,..]... [--calib PATH]
         [--autocrop | --inputs T,.. --outputs T,.. | --crop-config FILE.json]
         [--script FILE] [--arch NAME] [--input-type rgb|bgr|nv12|float] [--equalize] [--bias-correction]
+        [--weight-rounding nearest|gptq]
 
 Writes, for the model file's stem `<p>`: `<p>_original_float.onnx`, `<p>_optimized_float.onnx`,
 `<p>_quant_info.json`, `<p>_quantized.mlir`, `<p>_quantized.onnx` (QDQ), `<p>_node_info.csv`,
@@ -51,6 +52,8 @@ def _parser() -> argparse.ArgumentParser:
                         help="cross-layer equalization after batch-norm folding (helps PP-OCR detectors, not every model)")  # fmt: skip
     parser.add_argument("--bias-correction", action="store_true",
                         help="correct each layer's int32 bias by its mean quantization error on the calibration samples")  # fmt: skip
+    parser.add_argument("--weight-rounding", choices=("nearest", "gptq"),
+                        help="int8 weight rounding: nearest (default) or GPTQ on the calibration samples' input statistics")  # fmt: skip
     parser.add_argument("--debug", action="store_true", help="show the Python traceback of an error")
     return parser
 
@@ -82,7 +85,7 @@ def _main(argv: Sequence[str]) -> int:
         model=args.model, input_shapes=args.input_shape, calib=args.calib, autocrop=args.autocrop,
         crop_inputs=_names(args.inputs), crop_outputs=_names(args.outputs), crop_config=args.crop_config,
         script=args.script, arch=args.arch, input_type=args.input_type, equalize=args.equalize,
-        bias_correction=args.bias_correction,
+        bias_correction=args.bias_correction, weight_rounding=args.weight_rounding,
     )  # fmt: skip
     # progress goes to a terminal's stderr; the summary to stdout; an error is then the only line on stderr
     progress = Console(stderr=True, highlight=False, quiet=not sys.stderr.isatty())

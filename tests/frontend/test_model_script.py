@@ -38,6 +38,8 @@ def test_every_command() -> None:
     assert parse_model_script("bias_correction(on)").bias_correction
     assert not parse_model_script("equalization(on)").bias_correction
     assert parse_model_script("quantization(method=output_mse)").calibration_method == "output_mse"
+    assert parse_model_script("weight_rounding(gptq)").weight_rounding == "gptq"
+    assert parse_model_script("equalization(on)").weight_rounding is None
 
 
 def test_normalization_line_round_trips() -> None:
@@ -54,12 +56,13 @@ def test_normalization_line_round_trips() -> None:
         ("normalization(1, [2])", "s.ems:2:15: mean must be a list of numbers, e.g. [123.675, 116.28, 103.53]"),
         ("normalization([1])", "s.ems:2:1: normalization() needs the argument 'std'"),
         ("normalization([1], [2], colour=x)", "s.ems:2:32: normalization() has no argument 'colour'; it takes: mean, std, input"),
-        ("frobnicate(1)", "s.ems:2:1: unknown command 'frobnicate'; commands are: normalization, input_conversion, crop, autocrop, quantization, equalization, bias_correction, precision, calibration"),
+        ("frobnicate(1)", "s.ems:2:1: unknown command 'frobnicate'; commands are: normalization, input_conversion, crop, autocrop, quantization, equalization, bias_correction, weight_rounding, precision, calibration"),
         ("input_conversion(yuv444)", "s.ems:2:18: format must be one of rgb, bgr, nv12, not 'yuv444'"),
         ("quantization(method=fast)", "s.ems:2:21: method must be one of minmax, percentile, entropy, mse, output_mse, not 'fast'"),
         ("equalization(yes)", "s.ems:2:14: equalization must be one of on, off, not 'yes'"),
         ("equalization()", "s.ems:2:1: equalization() needs the argument 'mode'"),
         ("bias_correction(maybe)", "s.ems:2:17: bias_correction must be one of on, off, not 'maybe'"),
+        ("weight_rounding(adaround)", "s.ems:2:17: weight_rounding must be one of nearest, gptq, not 'adaround'"),
         ("quantization(percentile=20)", "s.ems:2:25: percentile must be a number in (50, 100], e.g. 99.99"),
         ("calibration(size=-1)", "s.ems:2:18: size must be a positive integer"),
         ("crop()", "s.ems:2:1: crop() needs inputs=[...] and/or outputs=[...]"),
