@@ -438,25 +438,24 @@ _INT8_BY_UINT8 = np.arange(256, dtype=np.uint8).view(np.int8)
 
 
 @numba.njit(**_PARALLEL)
-def _pair_lookup(table, a, b):
+def _pair_lookup(out, table, a, b):
     """out[i, j] = table[256 * byte(a[i, j]) + byte(b[i, j])] for a, b uint8 [n, c], or
-    with b's single row for every i if b is [1, c]."""
+    with b's single row for every i if b is [1, c]; out int8 [n, c]."""
     count, channels = a.shape
-    out = np.empty((count, channels), dtype=np.int8)
     step = 1 if b.shape[0] == count else 0
     for i in numba.prange(count):
         for j in range(channels):
             out[i, j] = table[(np.int32(a[i, j]) << 8) | b[i * step, j]]
-    return out
 
 
-def _pair_lookup_bytes(table: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """`_pair_lookup` on int8 operands of any rank, rows along the last axis: b has a's
-    shape or one row of its last dimension (the compiled loop does not check its indices)."""
+def pair_lookup_into(out: np.ndarray, table: np.ndarray, a: np.ndarray, b: np.ndarray) -> None:
+    """An ELTW by its table (`eltw_table`) on int8 operands of any rank, rows along the
+    last axis: b has a's shape or one row of its last dimension (the compiled loop does
+    not check its indices); out, contiguous int8 of a's shape, receives the result."""
     a_rows, b_rows = _byte_rows(a), _byte_rows(b)
-    if b_rows.shape[1] != a_rows.shape[1] or b_rows.shape[0] not in (1, a_rows.shape[0]):
+    if b_rows.shape[1] != a_rows.shape[1] or b_rows.shape[0] not in (1, a_rows.shape[0]) or out.shape != a.shape:
         raise ValueError(f"ELTW operand shapes {a.shape} and {b.shape} do not match")
-    return _launch(_pair_lookup, a_rows.size >= PARALLEL_ELEMENTS, table, a_rows, b_rows).reshape(a.shape)
+    _launch(_pair_lookup, a_rows.size >= PARALLEL_ELEMENTS, out.reshape(a_rows.shape), table, a_rows, b_rows)
 
 
 def _byte_rows(v: np.ndarray) -> np.ndarray:
@@ -465,7 +464,7 @@ def _byte_rows(v: np.ndarray) -> np.ndarray:
 
 
 @lru_cache(maxsize=512)
-def _eltw_table(mode: str, *params: int) -> np.ndarray:
+def eltw_table(mode: str, *params: int) -> np.ndarray:
     """The int8 result of an ELTW for every pair of int8 inputs, [256 * 256] indexed by
     256 * byte(a) + byte(b): the int64 formula evaluated once per parameter set (a layer's
     parameters repeat in every tile and every inference; the 640x640 detector has 21 sets).
@@ -512,8 +511,10 @@ def eltw_add(
     """Add with per-input rescale: each input, centred and scaled by 2^20, is requantized
     (zero point 0, no clamp) to a common scale; the int64 sum is requantized to the output.
     b may be [1, c] against a [n, c]. Evaluated by lookup in the table of all int8 pairs."""
+    out = np.empty(a.shape, dtype=np.int8)
     params = (zp_a, zp_b, *rescale_a, *rescale_b, *rescale_out, zp_out, act_min, act_max)
-    return _pair_lookup_bytes(_eltw_table("add", *map(int, params)), a, b)
+    pair_lookup_into(out, eltw_table("add", *map(int, params)), a, b)
+    return out
 
 
 def eltw_mul(
@@ -528,8 +529,9 @@ def eltw_mul(
 ) -> np.ndarray:
     """Multiply: requantize((a - zp_a) * (b - zp_b)) to the output. b may be [1, c]
     against a [n, c]. Evaluated by lookup in the table of all int8 pairs."""
-    params = (zp_a, zp_b, *rescale_out, zp_out, act_min, act_max)
-    return _pair_lookup_bytes(_eltw_table("mul", *map(int, params)), a, b)
+    out = np.empty(a.shape, dtype=np.int8)
+    pair_lookup_into(out, eltw_table("mul", *map(int, (zp_a, zp_b, *rescale_out, zp_out, act_min, act_max))), a, b)
+    return out
 
 
 def _valid_taps(size: int, kernel: int, stride: int, pad_lo: int, pad_hi: int, out: int) -> np.ndarray:

@@ -326,11 +326,21 @@ class _Machine:
         a = self.tile(Buffer.INP, insn.a, (n, c))
         b = self.tile(Buffer.INP, insn.b, (1, c) if insn.broadcast_b else (n, c))
         out = self.tile(Buffer.INP, insn.out, (n, c))
-        tail = ((insn.mult_out, insn.shift_out), insn.zp_out, insn.act_min, insn.act_max)
-        if insn.mode == EltwMode.ADD:
-            scales = (insn.mult_a, insn.shift_a), (insn.mult_b, insn.shift_b)
-            return lambda: np.copyto(out, kernels.eltw_add(a, b, insn.zp_a, insn.zp_b, *scales, *tail))
-        return lambda: np.copyto(out, kernels.eltw_mul(a, b, insn.zp_a, insn.zp_b, *tail))
+        tail = (insn.mult_out, insn.shift_out, insn.zp_out, insn.act_min, insn.act_max)
+        if insn.mode == EltwMode.ADD:  # the parameters are fields: the table is made once
+            table = kernels.eltw_table("add", insn.zp_a, insn.zp_b, insn.mult_a, insn.shift_a, insn.mult_b, insn.shift_b, *tail)
+        else:
+            table = kernels.eltw_table("mul", insn.zp_a, insn.zp_b, *tail)
+        if np.shares_memory(out, a) or np.shares_memory(out, b):
+            # the instruction reads both operands before it writes: go through a scratch tile
+            scratch = np.empty_like(out)
+
+            def step() -> None:
+                kernels.pair_lookup_into(scratch, table, a, b)
+                np.copyto(out, scratch)
+
+            return step
+        return lambda: kernels.pair_lookup_into(out, table, a, b)
 
     def pool(self, insn: _Fields) -> Step:
         x = self.tile(Buffer.INP, insn.inp, (insn.ih, insn.iw, insn.channels))
