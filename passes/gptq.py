@@ -2,12 +2,12 @@
 for Generative Pre-trained Transformers"), for `quantize{weight_rounding=gptq}`.
 
 Rounding each int8 weight to the nearest step minimizes the weights' own error, not the
-layer's: when a layer's input channels differ widely in magnitude (channels that
-cross-layer equalization cannot rescale, e.g. after a HardSwish), small weight errors on
-the large channels dominate its output error. GPTQ rounds the weights of one output
-channel one input column at a time and spreads each rounding error over the columns not
-yet rounded, weighted by the inverse of the input's second-moment matrix
-`H = sum x x^T` over calibration samples: it minimizes `E ||(W - Q) x||^2` column by column.
+layer's: the output error is (W - Q) x, and with correlated, unevenly scaled inputs the
+rounding errors of different weights add up or cancel depending on the inputs. GPTQ
+rounds the weights of one output channel one input column at a time and spreads each
+rounding error over the columns not yet rounded, weighted by the inverse of the input's
+second-moment matrix `H = mean x x^T` over calibration samples: it minimizes
+`E ||(W - Q) x||^2` column by column.
 The per-channel scales stay those of nearest rounding, so biases, multipliers and the
 program are unchanged in kind; only the int8 values differ.
 
