@@ -309,20 +309,14 @@ class Compiler:
 
     def quantize(self, module: ModuleOp, script: ModelScript, samples) -> None:
         from ember.frontend.qdq_export import export_qdq
-        from ember.lowering.onnx_to_quant import convert
-        from ember.passes.bias_correct import correct_biases
         from ember.passes.calibrate import recorded_ranges
-        from ember.passes.gptq import weight_hessians
+        from ember.passes.quantize import quantize_module
 
         with self.stage("quantize", "_quantized.mlir", "_quantized.onnx"):
             correct = self.options.bias_correction or script.bias_correction
             gptq = (self.options.weight_rounding or script.weight_rounding or "nearest") == "gptq"
             # the samples are the ones calibration read, normalized as the script or model says
-            float_model = export_model(module) if correct or gptq else None
-            hessians = weight_hessians(float_model, samples) if gptq else None
-            convert(module, recorded_ranges(module), script.float_nodes, hessians)
-            if correct:
-                correct_biases(module, float_model, samples)
+            quantize_module(module, recorded_ranges(module), script.float_nodes, samples, gptq, correct)
             with atomic_output(self.path("_quantized.mlir")) as handle:
                 handle.write(_print_module(module))
             write_bytes_atomic(self.path("_quantized.onnx"), export_qdq(module).SerializeToString())

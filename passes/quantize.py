@@ -18,8 +18,10 @@ same samples (`ember.passes.gptq`) instead of to nearest.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
+import numpy as np
 from xdsl.context import Context
 from xdsl.dialects.builtin import DictionaryAttr, ModuleOp, StringAttr
 from xdsl.passes import ModulePass
@@ -48,16 +50,31 @@ class QuantizePass(ModulePass):
         if self.weight_rounding not in ("nearest", "gptq"):
             raise EmberError(f"quantize{{weight_rounding={self.weight_rounding}}}: use nearest or gptq")
         ranges = load_quant_info(self.quant_info) if self.quant_info else recorded_ranges(op)
-        gptq = self.weight_rounding == "gptq"
-        if self.bias_correction or gptq:
-            # the float model and its samples must be taken before conversion replaces it
+        samples = None
+        if self.bias_correction or self.weight_rounding == "gptq":
             entry = op.attributes.get(CALIBRATION_ATTR)
             if not isinstance(entry, DictionaryAttr) or not isinstance(data := entry.data.get("data"), StringAttr):
                 option = "bias_correction=true" if self.bias_correction else "weight_rounding=gptq"
                 raise EmberError(f"quantize{{{option}}} needs the samples of 'calibrate{{data=...}}' run on this module")
             samples = load_samples(data.data, input_specs(op), recorded_normalization(op))
-            float_model = export_model(op)
-        hessians = weight_hessians(float_model, samples) if gptq else None
-        convert(op, ranges, [n.strip() for n in self.float_nodes.split(",") if n.strip()], hessians)
-        if self.bias_correction:
-            correct_biases(op, float_model, samples)
+        float_nodes = [n.strip() for n in self.float_nodes.split(",") if n.strip()]
+        quantize_module(op, ranges, float_nodes, samples, self.weight_rounding == "gptq", self.bias_correction)
+
+
+def quantize_module(
+    module: ModuleOp,
+    ranges: dict[str, tuple[float, float]],
+    float_nodes: Sequence[str],
+    samples: Iterable[Mapping[str, np.ndarray]] | None,
+    gptq: bool,
+    bias_correction: bool,
+) -> None:
+    """Convert `module` to `quant` (`convert`), its weights GPTQ-rounded and its biases
+    corrected on `samples` (float inputs by name) when asked; `QuantizePass` and the
+    ember-compile driver both quantize through here."""
+    # the float model must be taken before conversion replaces it
+    float_model = export_model(module) if gptq or bias_correction else None
+    hessians = weight_hessians(float_model, samples) if gptq else None
+    convert(module, ranges, float_nodes, hessians)
+    if bias_correction:
+        correct_biases(module, float_model, samples)
