@@ -45,6 +45,7 @@ from xdsl.dialects.builtin import (
     StringAttr,
     TensorType,
     i8,
+    i16,
     i32,
     i64,
 )
@@ -359,8 +360,12 @@ class ConstantOp(IRDLOperation):
 class _RequantizingOp(IRDLOperation):
     """An int32 accumulation followed by the POST stage: per-output-channel requantization
     (`multiplier`, `shift`), clamp to [act_min, act_max] (fused ReLU/Clip) and an optional
-    256-entry table. With a table, requantization targets `lut_input_type` (the type of the
-    value before the fused activation) and the table maps it to the result type."""
+    table. With a table, requantization targets `lut_input_type` (the type of the value
+    before the fused activation) and the table maps it to the result type: 256 i8 entries
+    for int8, 513 interpolated i16 entries (`quant_tables.lookup16`) for int16.
+
+    The input may be int8 or int16 (symmetric, zero point 0); the result and the table's
+    input have the same storage type."""
 
     input = operand_def(QuantTensor)
     weight = operand_def(QuantTensor)
@@ -391,7 +396,7 @@ class _RequantizingOp(IRDLOperation):
             "act_max": _i32(act_max),
         }
         if lut is not None:
-            props["lut"] = int_array(lut, i8)
+            props["lut"] = int_array(lut, i16 if np.asarray(lut).dtype == np.int16 else i8)
         if lut_input_type is not None:
             props["lut_input_type"] = lut_input_type
         return props
@@ -418,8 +423,17 @@ class _RequantizingOp(IRDLOperation):
         _check_requant(self, multiplier, shift)
         if (self.lut is None) != (self.lut_input_type is None):
             raise VerifyException(f"{self.name}: 'lut' and 'lut_input_type' go together")
-        if self.lut is not None and (self.lut.elt_type != i8 or array_values(self.lut).size != 256):
-            raise VerifyException(f"{self.name}: 'lut' must hold 256 i8 values")
+        in_type, out_type = quant_type_of(self.input), quant_type_of(self.output)
+        if in_type.storage_type == i16 and in_type.zero_point != 0:
+            raise VerifyException(f"{self.name}: an int16 input must be symmetric (zero point 0)")
+        if out_type.storage_type not in (i8, i16) or (out_type.storage_type == i16 and out_type.zero_point != 0):
+            raise VerifyException(f"{self.name}: the result must be int8, or int16 with zero point 0")
+        if self.lut is not None:
+            if self.lut_input_type.storage_type != out_type.storage_type:
+                raise VerifyException(f"{self.name}: the table's input and the result must have the same storage type")
+            entries = (256, i8) if out_type.storage_type == i8 else (513, i16)
+            if self.lut.elt_type != entries[1] or array_values(self.lut).size != entries[0]:
+                raise VerifyException(f"{self.name}: 'lut' must hold {entries[0]} {entries[1]} values")
         _check_act(self, self.act_min, self.act_max, self.lut_input_type or quant_type_of(self.output))
 
 

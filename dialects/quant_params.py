@@ -6,7 +6,9 @@ Decisions (docs/quant.md):
   the multipliers the compiler derives equal those anyone recomputes from an exported model.
 - Activations: int8 asymmetric over the range extended to include 0, so real 0 (padding,
   ReLU) is exactly representable. A degenerate range (constant zero) gets scale 1.0 and
-  zero point 0: every scale represents it exactly.
+  zero point 0: every scale represents it exactly. Activations chosen for 16 bits
+  (`precision(..., int16)`) are int16 symmetric, `scale = max(|min|, |max|) / 32767`, zero
+  point 0 (TFLite's 16x8 scheme: padding and the NPU's byte-wise DMA need no zero point).
 - Weights: int8 symmetric per output channel, narrow range [-127, 127] (TOSA/TFLite),
   zero points 0. An all-zero channel is given the scale of a channel whose maximum is 1.
 - Biases: int32 with scale `s_in * s_w[c]`, zero point 0, saturated to int32.
@@ -22,6 +24,7 @@ from ember.support.diagnostics import EmberError
 from ember.target.requant import quantize_multiplier
 
 INT8_MIN, INT8_MAX = -128, 127
+INT16_MAX = 32767
 WEIGHT_MAX = 127
 INT32_MIN, INT32_MAX = -(1 << 31), (1 << 31) - 1
 
@@ -46,6 +49,14 @@ def activation_params(rmin: float, rmax: float, name: str = "tensor") -> tuple[f
         return 1.0, 0
     zero_point = int(np.clip(np.rint(INT8_MIN - lo / scale), INT8_MIN, INT8_MAX))
     return scale, zero_point
+
+
+def activation16_params(rmin: float, rmax: float, name: str = "tensor") -> tuple[float, int]:
+    """Symmetric int16 `(scale, 0)` for a calibrated range: `scale = max(|min|, |max|) / 32767`
+    (float32). Raises EmberError like `activation_params`."""
+    activation_params(rmin, rmax, name)  # the same checks of the range
+    scale = float(_f32(max(abs(float(rmin)), abs(float(rmax))) / INT16_MAX))
+    return (scale if scale > 0.0 else 1.0), 0
 
 
 def weight_scales(weights: np.ndarray, axis: int = 0, name: str = "weights") -> np.ndarray:

@@ -1,5 +1,6 @@
-"""256-entry int8 lookup tables for elementwise activations (`quant.lut`, and the table a
-conv/fully-connected applies after requantization).
+"""Lookup tables for elementwise activations (`quant.lut`, and the table a
+conv/fully-connected applies after requantization): 256 int8 entries for int8 activations,
+513 interpolated int16 entries for int16 ones (`build_table16`).
 
 A table is built in float64: each of the 256 int8 inputs is dequantized with
 (s_in, zp_in), the function applied, and the result quantized with (s_out, zp_out) by
@@ -19,6 +20,8 @@ import numpy as np
 
 INT8_INPUTS = np.arange(-128, 128, dtype=np.int64)
 """The table's inputs, in entry order."""
+INT16_KNOTS = np.arange(513, dtype=np.int64) * 128 - 32768
+"""The int16 table's knots: entry `i` is the output at input `128 * i - 32768`."""
 
 
 def build_table(
@@ -32,6 +35,27 @@ def build_table(
     real = (INT8_INPUTS - input_zero_point) * np.float64(input_scale)
     out = np.rint(np.asarray(function(real), dtype=np.float64) / np.float64(output_scale)) + output_zero_point
     return np.clip(out, -128, 127).astype(np.int8)
+
+
+def build_table16(
+    function: Callable[[np.ndarray], np.ndarray], input_scale: float, output_scale: float
+) -> np.ndarray:
+    """The 513-entry int16 table of a symmetric int16 activation (TFLite's int16 LUT):
+    entry `i` is `clamp(rint(f(k_i * s_in) / s_out))` at the knot `k_i = 128 i - 32768`;
+    POST interpolates linearly between knots (docs/isa.md), so inputs between knots get
+    the chord, within a rounding step of the function where it is smooth over 128 steps."""
+    real = INT16_KNOTS * np.float64(input_scale)
+    out = np.rint(np.asarray(function(real), dtype=np.float64) / np.float64(output_scale))
+    return np.clip(out, -32768, 32767).astype(np.int16)
+
+
+def lookup16(x: np.ndarray, table: np.ndarray) -> np.ndarray:
+    """POST's interpolated int16 lookup: with `u = x + 32768`, `i = u >> 7`, `f = u & 127`,
+    `table[i] + (((table[i+1] - table[i]) * f + 64) >> 7)` (arithmetic shift)."""
+    u = np.asarray(x, dtype=np.int64) + 32768
+    i, f = u >> 7, u & 127
+    t = np.asarray(table, dtype=np.int64)
+    return (t[i] + (((t[i + 1] - t[i]) * f + 64) >> 7)).astype(np.int16)
 
 
 def identity(x: np.ndarray) -> np.ndarray:

@@ -316,7 +316,7 @@ class Compiler:
             correct = self.options.bias_correction or script.bias_correction
             gptq = (self.options.weight_rounding or script.weight_rounding or "nearest") == "gptq"
             # the samples are the ones calibration read, normalized as the script or model says
-            quantize_module(module, recorded_ranges(module), script.float_nodes, samples, gptq, correct)
+            quantize_module(module, recorded_ranges(module), script.float_nodes, samples, gptq, correct, script.int16_nodes)
             with atomic_output(self.path("_quantized.mlir")) as handle:
                 handle.write(_print_module(module))
             write_bytes_atomic(self.path("_quantized.onnx"), export_qdq(module).SerializeToString())
@@ -324,6 +324,8 @@ class Compiler:
         self.summary.decisions.append(("bias correction", "empirical, on the calibration samples" if correct else "none"))
         if script.float_nodes:
             self.summary.decisions.append(("precision", f"kept in float on the host: {', '.join(script.float_nodes)} (model script)"))
+        if script.int16_nodes:
+            self.summary.decisions.append(("precision", f"int16 results: {', '.join(script.int16_nodes)} (model script)"))
 
     def accuracy(self, float_module: ModuleOp, module: ModuleOp, samples: list[dict[str, np.ndarray]]) -> None:
         from ember.interpreters.accuracy_report import accuracy_report

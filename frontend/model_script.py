@@ -10,6 +10,7 @@
     bias_correction(on)                       # empirical bias correction after quantization: on | off
     weight_rounding(gptq)                     # int8 weight rounding: nearest | gptq
     precision(conv_last, float)               # keep one node in float (on the host)
+    precision([stem, "block1.*"], int16)      # int16 results for these convolutions (glob patterns)
     calibration(size=32)
 
 The grammar (`model_script.lark`) is generic, `name = command(arg, key=value, ...)`;
@@ -30,7 +31,7 @@ from ember.support.diagnostics import EmberError
 PIXEL_FORMATS = ("rgb", "bgr", "nv12")
 CALIBRATION_METHODS = ("minmax", "percentile", "entropy", "mse", "output_mse")
 SWITCHES = {"on": True, "off": False}
-PRECISIONS = ("int8", "float")
+PRECISIONS = ("int8", "int16", "float")
 WEIGHT_ROUNDINGS = ("nearest", "gptq")
 
 
@@ -75,6 +76,8 @@ class ModelScript:
     bias_correction: bool = False
     weight_rounding: str | None = None
     float_nodes: list[str] = field(default_factory=list)
+    int16_nodes: list[str] = field(default_factory=list)
+    """Convolutions (names or glob patterns) whose results are int16 (a16w8 layers)."""
 
 
 _GRAMMAR = Lark.open(str(Path(__file__).with_name("model_script.lark")), parser="lalr", propagate_positions=True)
@@ -263,10 +266,12 @@ class _Checker:
     def precision(self, call: _Call) -> None:
         args = self.args(call, ["node", "precision"], {})
         nodes = self.names(args["node"], "node")
-        if self.choice(args["precision"], PRECISIONS, "precision") == "float":
-            self.script.float_nodes.extend(n for n in nodes if n not in self.script.float_nodes)
-        else:
-            self.script.float_nodes = [n for n in self.script.float_nodes if n not in nodes]
+        precision = self.choice(args["precision"], PRECISIONS, "precision")
+        self.script.float_nodes = [n for n in self.script.float_nodes if n not in nodes]
+        self.script.int16_nodes = [n for n in self.script.int16_nodes if n not in nodes]
+        chosen = {"float": self.script.float_nodes, "int16": self.script.int16_nodes}.get(precision)
+        if chosen is not None:
+            chosen.extend(nodes)
 
     def calibration(self, call: _Call) -> None:
         args = self.args(call, ["size"], {})

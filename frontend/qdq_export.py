@@ -9,12 +9,14 @@ in ONNX's `[Cin, Cout/group, kh, kw]` layout: with one group the int8 initialize
 that way and dequantized on axis 1; with several groups a channel's scale depends on both
 axes, which per-axis DequantizeLinear cannot say, so the OIHW weights are dequantized on
 axis 0 and regrouped in float. Layout ops move int8 tensors directly. Tables (`quant.lut`, and a
-conv's fused table) are `Gather` on the 256 int8 entries, so they are exact. Float ops
+conv's fused table) are `Gather` on the 256 int8 entries, so they are exact; an int16
+table is its interpolation formula in int32 ops (two Gathers), exact too. Float ops
 left on the host are exported as they are. Tensor names: a quantized tensor is
 `<onnx name>_q`, its dequantized form the ONNX name itself.
 
-The model uses opset 13 or newer (per-axis DequantizeLinear); a module of an older
-opset is converted with onnx's version converter after the graph is built.
+The model uses opset 13 or newer (per-axis DequantizeLinear), 21 when it has int16
+activations (int16 QuantizeLinear); a module of an older opset is converted with onnx's
+version converter after the graph is built.
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ from ember.frontend.types import attribute_to_onnx, tensor_to_onnx, type_to_onnx
 from ember.support.diagnostics import EmberError
 
 QDQ_OPSET = 13
+INT16_QDQ_OPSET = 21
+"""The first opset whose QuantizeLinear / DequantizeLinear take int16."""
 
 
 class _QdqBuilder:
@@ -100,9 +104,9 @@ class _QdqBuilder:
         self.node("QuantizeLinear", [float_name, scale, zero], self.name(result))
 
     def clamp(self, float_name: str, op, result_type: UniformQuantizedType) -> str:
-        """A fused clamp as a float Clip (only when narrower than the int8 range)."""
+        """A fused clamp as a float Clip (only when narrower than the storage range)."""
         lo, hi = op.act_min.value.data, op.act_max.value.data
-        if lo == -128 and hi == 127:
+        if lo == result_type.storage_min and hi == result_type.storage_max:
             return float_name
         scale, zero = result_type.scale, result_type.zero_point
         bounds = [self.constant("clip_min", np.float32((lo - zero) * scale)), self.constant("clip_max", np.float32((hi - zero) * scale))]
@@ -113,6 +117,21 @@ class _QdqBuilder:
         index = self.node("Cast", [int8_name], to=TensorProto.INT32)
         shifted = self.node("Add", [index, self.constant("lut_offset", np.int32(128))])
         self.node("Gather", [self.constant("lut_table", table.astype(np.int8)), shifted], output)
+
+    def table16(self, int16_name: str, table: np.ndarray, output: str) -> None:
+        """The interpolated int16 lookup (`quant_tables.lookup16`) in int32 ops: exact. The
+        rounding shift is a division of a number made positive by 2^23 (> |slope * f|)."""
+        u = self.node("Add", [self.node("Cast", [int16_name], to=TensorProto.INT32), self.constant("lut_offset", np.int32(32768))])
+        step = self.constant("lut_step", np.int32(128))
+        i = self.node("Div", [u, step])
+        f = self.node("Sub", [u, self.node("Mul", [i, step])])
+        entries = self.constant("lut_table", table.astype(np.int32))
+        low = self.node("Gather", [entries, i])
+        high = self.node("Gather", [entries, self.node("Add", [i, self.constant("one", np.int32(1))])])
+        slope_f = self.node("Mul", [self.node("Sub", [high, low]), f])
+        biased = self.node("Add", [slope_f, self.constant("lut_round", np.int32(64 + (1 << 23)))])
+        delta = self.node("Sub", [self.node("Div", [biased, step]), self.constant("lut_unbias", np.int32(1 << 16))])
+        self.node("Cast", [self.node("Add", [low, delta])], output, to=TensorProto.INT16)
 
     # ------------------------------------------------------------------ ops
 
@@ -210,7 +229,10 @@ class _QdqBuilder:
         scale, zero = self.scale_zero(lut_type, self.name(op.output) + "_lut_input")
         clamped = self.clamp(value, op, lut_type)
         index = self.node("QuantizeLinear", [clamped, scale, zero])
-        self.table(index, array_values(op.lut), self.name(op.output))
+        if lut_type.storage_dtype == np.int16:
+            self.table16(index, array_values(op.lut), self.name(op.output))
+        else:
+            self.table(index, array_values(op.lut), self.name(op.output))
 
     # ------------------------------------------------------------------ model
 
@@ -234,9 +256,10 @@ class _QdqBuilder:
             else:
                 self.emit(op)
         graph = helper.make_graph(self.nodes, self.function.sym_name.data, inputs, outputs, self.initializers)
-        opset = max(self.opset, QDQ_OPSET)
+        int16 = any(_is_quant(v) and quant_type_of(v).storage_dtype == np.int16 for v in self.names)
+        opset = max(self.opset, INT16_QDQ_OPSET if int16 else QDQ_OPSET)
         model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", self.opset)], ir_version=8)
-        if self.opset < QDQ_OPSET:
+        if self.opset < opset:
             model = onnx.version_converter.convert_version(model, opset)
         model.ir_version = 8
         return model

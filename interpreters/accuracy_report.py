@@ -146,8 +146,9 @@ def _quantized_tensors(module: ModuleOp) -> dict[str, UniformQuantizedType]:
 
 def fake_quant_model(float_model: onnx.ModelProto, types: dict[str, UniformQuantizedType]) -> onnx.ModelProto:
     """`float_model` with each tensor in `types` followed by QuantizeLinear and
-    DequantizeLinear; the fake-quantized value is `name + FAKE_SUFFIX`, read by every
-    consumer of the tensor."""
+    DequantizeLinear (for int16 types, which need opset 21 there, the same in float ops:
+    `clip(round(x / s)) * s`); the fake-quantized value is `name + FAKE_SUFFIX`, read by
+    every consumer of the tensor."""
     model = onnx.ModelProto.FromString(float_model.SerializeToString())
     graph = model.graph
     produced = {o for node in graph.node for o in node.output} | {i.name for i in graph.input}
@@ -156,14 +157,21 @@ def fake_quant_model(float_model: onnx.ModelProto, types: dict[str, UniformQuant
         if name not in produced:
             continue
         scale, zero = f"{name}__scale", f"{name}__zero_point"
-        graph.initializer.extend(
-            [
-                onnx.numpy_helper.from_array(np.array(qtype.scale, dtype=np.float32), scale),
-                onnx.numpy_helper.from_array(np.array(qtype.zero_point, dtype=np.int8), zero),
-            ]
-        )
-        nodes.append(onnx.helper.make_node("QuantizeLinear", [name, scale, zero], [f"{name}__q"]))
-        nodes.append(onnx.helper.make_node("DequantizeLinear", [f"{name}__q", scale, zero], [name + FAKE_SUFFIX]))
+        graph.initializer.append(onnx.numpy_helper.from_array(np.array(qtype.scale, dtype=np.float32), scale))
+        if qtype.storage_dtype == np.int16:  # symmetric: zero point 0
+            low, high = f"{name}__min", f"{name}__max"
+            graph.initializer.extend(
+                onnx.numpy_helper.from_array(np.array(v, dtype=np.float32), n)
+                for n, v in ((low, qtype.storage_min), (high, qtype.storage_max))
+            )
+            nodes.append(onnx.helper.make_node("Div", [name, scale], [f"{name}__scaled"]))
+            nodes.append(onnx.helper.make_node("Round", [f"{name}__scaled"], [f"{name}__rounded"]))
+            nodes.append(onnx.helper.make_node("Clip", [f"{name}__rounded", low, high], [f"{name}__q"]))
+            nodes.append(onnx.helper.make_node("Mul", [f"{name}__q", scale], [name + FAKE_SUFFIX]))
+        else:
+            graph.initializer.append(onnx.numpy_helper.from_array(np.array(qtype.zero_point, dtype=np.int8), zero))
+            nodes.append(onnx.helper.make_node("QuantizeLinear", [name, scale, zero], [f"{name}__q"]))
+            nodes.append(onnx.helper.make_node("DequantizeLinear", [f"{name}__q", scale, zero], [name + FAKE_SUFFIX]))
     for node in graph.node:
         for i, name in enumerate(node.input):
             if name in types and name in produced:

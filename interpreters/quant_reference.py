@@ -1,13 +1,14 @@
 """The numpy reference interpreter of the `quant` dialect: it DEFINES the integer semantics.
 
-Every op is a function on whole int8 tensors (NCHW) that the NPU simulator must match bit
-for bit; `docs/quant.md` states the same definitions as formulas. All requantization goes
+Every op is a function on whole int8 tensors (NCHW; int16 where `precision(..., int16)`
+chose it: convolution inputs and results) that the NPU simulator must match bit for bit; `docs/quant.md` states the same definitions as formulas. All requantization goes
 through `ember.target.requant.requantize` (TOSA RESCALE, single rounding), the one
 definition the simulator shares.
 
 Convolution and fully-connected accumulate in float64, which is exact here: every product
-`(x - zp) * w` is below 2^15 in magnitude, so sums stay exact far beyond any real kernel
-(2^38 terms), and BLAS makes the reference fast enough for whole models.
+`(x - zp) * w` is below 2^23 in magnitude (int16 inputs), so sums stay exact far beyond
+any real kernel (2^30 terms), and BLAS makes the reference fast enough for whole models.
+The sum then wraps to int32 as the NPU's accumulator does.
 
 `run_quant_module` runs a `func.func` of quant ops through xDSL's interpreter.
 """
@@ -28,6 +29,7 @@ from xdsl.ir import Operation
 
 from ember.dialects import quant
 from ember.dialects.quant import ADD_LEFT_SHIFT, array_values, quant_type_of, window_output_size
+from ember.dialects.quant_tables import lookup16
 from ember.support.diagnostics import EmberError
 from ember.target.isa import BILINEAR_WEIGHT_BITS, RESIZE_FRAC_BITS
 from ember.target.requant import requantize
@@ -90,13 +92,21 @@ def post(
     act_max: int = 127,
     lut: np.ndarray | None = None,
     channel_axis: int = 1,
+    out_dtype: np.dtype = np.dtype(np.int8),
 ) -> np.ndarray:
     """The POST stage: `requantize(acc + bias[c], M[c], S[c], zp)` clamped to
-    [act_min, act_max], then optionally `lut[y + 128]`. Returns int8."""
+    [act_min, act_max], then optionally through the table: `lut[y + 128]` for a 256-entry
+    int8 table, `lookup16(y, lut)` for a 513-entry int16 one. Returns `out_dtype`."""
     y = requantize(acc, multiplier, shift, out_zp, act_min, act_max, bias=bias, channel_axis=channel_axis)
     if lut is not None:
-        return np.asarray(lut, dtype=np.int8)[y + 128]
-    return y.astype(np.int8)
+        table = np.asarray(lut)
+        return lookup16(y, table) if table.dtype == np.int16 else table.astype(np.int8)[y + 128]
+    return y.astype(out_dtype)
+
+
+def wrap_int32(acc: np.ndarray) -> np.ndarray:
+    """int64 sums taken modulo 2^32 into [-2^31, 2^31): the accumulator's wrap-around."""
+    return (np.asarray(acc, dtype=np.int64) + (1 << 31)) % (1 << 32) - (1 << 31)
 
 
 def conv2d_accumulate(
@@ -111,7 +121,8 @@ def conv2d_accumulate(
 ) -> np.ndarray:
     """`acc[n, o, y, x] = sum (xpad[n, g*Cg + c, y*sh + i*dh, x*sw + j*dw] - x_zp) * w[o, c, i, j]`
     over c < Cg, i < kh, j < kw, with g = o // (O / group) and `xpad` padded with `x_zp`
-    (so padded taps contribute 0). int8 NCHW input, OIHW weights; returns int64."""
+    (so padded taps contribute 0), wrapped to int32. int8 or int16 NCHW input, OIHW
+    weights; returns int64."""
     n, channels, height, width = x.shape
     out_channels, group_channels, kh, kw = weight.shape
     (sh, sw), (dh, dw), (top, left, bottom, right) = strides, dilations, pads
@@ -131,7 +142,7 @@ def conv2d_accumulate(
                 acc += w[None, :, :, 0, i, j, None] * tap
             else:
                 acc += w[:, :, :, i, j] @ tap
-    return acc.reshape(n, out_channels, oh, ow).astype(np.int64)
+    return wrap_int32(acc.reshape(n, out_channels, oh, ow).astype(np.int64))
 
 
 def conv2d(
@@ -150,10 +161,11 @@ def conv2d(
     act_min: int = -128,
     act_max: int = 127,
     lut: np.ndarray | None = None,
+    out_dtype: np.dtype = np.dtype(np.int8),
 ) -> np.ndarray:
     """`quant.conv2d`: `conv2d_accumulate` then `post` per output channel (axis 1)."""
     acc = conv2d_accumulate(x, x_zp, weight, strides=strides, pads=pads, dilations=dilations, group=group)
-    return post(acc, bias, multiplier, shift, out_zp, act_min, act_max, lut, channel_axis=1)
+    return post(acc, bias, multiplier, shift, out_zp, act_min, act_max, lut, channel_axis=1, out_dtype=out_dtype)
 
 
 def conv_transpose(
@@ -169,6 +181,7 @@ def conv_transpose(
     act_min: int = -128,
     act_max: int = 127,
     lut: np.ndarray | None = None,
+    out_dtype: np.dtype = np.dtype(np.int8),
 ) -> np.ndarray:
     """`quant.conv_transpose` (stride = kernel): kernel tap (i, j) is a 1x1 convolution
     whose result fills output rows `kh*y + i`, columns `kw*x + j`; then `post` per output
@@ -179,7 +192,7 @@ def conv_transpose(
     for i in range(kh):
         for j in range(kw):
             acc[:, :, i::kh, j::kw] = conv2d_accumulate(x, x_zp, weight[:, :, i : i + 1, j : j + 1], group=group)
-    return post(acc, bias, multiplier, shift, out_zp, act_min, act_max, lut, channel_axis=1)
+    return post(acc, bias, multiplier, shift, out_zp, act_min, act_max, lut, channel_axis=1, out_dtype=out_dtype)
 
 
 def fully_connected(
@@ -193,11 +206,12 @@ def fully_connected(
     act_min: int = -128,
     act_max: int = 127,
     lut: np.ndarray | None = None,
+    out_dtype: np.dtype = np.dtype(np.int8),
 ) -> np.ndarray:
-    """`quant.fully_connected`: `acc[..., n] = sum_k (x[..., k] - x_zp) * w[n, k]`, then
-    `post` per output feature (last axis)."""
-    acc = ((x.astype(np.float64) - x_zp) @ weight.astype(np.float64).T).astype(np.int64)
-    return post(acc, bias, multiplier, shift, out_zp, act_min, act_max, lut, channel_axis=-1)
+    """`quant.fully_connected`: `acc[..., n] = sum_k (x[..., k] - x_zp) * w[n, k]` (wrapped
+    to int32), then `post` per output feature (last axis)."""
+    acc = wrap_int32(((x.astype(np.float64) - x_zp) @ weight.astype(np.float64).T).astype(np.int64))
+    return post(acc, bias, multiplier, shift, out_zp, act_min, act_max, lut, channel_axis=-1, out_dtype=out_dtype)
 
 
 # -------------------------------------------------------------------------- elementwise
@@ -472,7 +486,7 @@ def _scalar(attr) -> int:
 
 def _weights(op: quant.Conv2DOp | quant.ConvTransposeOp | quant.FullyConnectedOp, values: PythonValues):
     bias = values[2] if len(values) > 2 else None
-    lut_table = None if op.lut is None else array_values(op.lut)
+    lut_table = None if op.lut is None else array_values(op.lut).astype(quant_type_of(op.output).storage_dtype)
     return values[1], bias, array_values(op.multiplier), array_values(op.shift), lut_table
 
 
@@ -505,6 +519,7 @@ class QuantFunctions(InterpreterFunctions):
             values[0], _zp(op.input), weight, bias, multiplier, shift, op.requant_zero_point(),
             strides=array_values(op.strides), pads=array_values(op.pads), dilations=array_values(op.dilations),
             group=_scalar(op.group), act_min=_scalar(op.act_min), act_max=_scalar(op.act_max), lut=table,
+            out_dtype=quant_type_of(op.output).storage_dtype,
         )  # fmt: skip
         return (y,)
 
@@ -514,6 +529,7 @@ class QuantFunctions(InterpreterFunctions):
         y = conv_transpose(
             values[0], _zp(op.input), weight, bias, multiplier, shift, op.requant_zero_point(),
             group=_scalar(op.group), act_min=_scalar(op.act_min), act_max=_scalar(op.act_max), lut=table,
+            out_dtype=quant_type_of(op.output).storage_dtype,
         )  # fmt: skip
         return (y,)
 
@@ -522,7 +538,7 @@ class QuantFunctions(InterpreterFunctions):
         weight, bias, multiplier, shift, table = _weights(op, values)
         y = fully_connected(
             values[0], _zp(op.input), weight, bias, multiplier, shift, op.requant_zero_point(),
-            _scalar(op.act_min), _scalar(op.act_max), table,
+            _scalar(op.act_min), _scalar(op.act_max), table, quant_type_of(op.output).storage_dtype,
         )  # fmt: skip
         return (y,)
 

@@ -24,14 +24,16 @@ from ember.target.isa import Buffer, Opcode
 
 @dataclass(frozen=True)
 class TensorView:
-    """An activation tensor in DRAM as the NPU sees it: `rows x cols x channels` int8,
-    dense NHWC (a 4-D NCHW tensor with N = 1) or row-major (other ranks, the last axis as
-    channels)."""
+    """An activation tensor in DRAM as the NPU sees it: `rows x cols x channels` int8 (or
+    int16: `elem_bytes` = 2, little-endian), dense NHWC (a 4-D NCHW tensor with N = 1) or
+    row-major (other ranks, the last axis as channels). Offsets and strides count
+    elements; DMA boxes count bytes (`load_tile`, `store_tile`)."""
 
     region: str
     rows: int
     cols: int
     channels: int
+    elem_bytes: int = 1
 
     @property
     def row_stride(self) -> int:
@@ -39,6 +41,13 @@ class TensorView:
 
     def offset(self, row: int, col: int, channel: int = 0) -> int:
         return (row * self.cols + col) * self.channels + channel
+
+    def box(self, rows: tuple[int, int], cols: tuple[int, int], chans: tuple[int, int]):
+        """(byte offset, byte sizes, byte strides) of a rows x cols x channels box: an
+        int16 box moves as `2 * channels` bytes per pixel."""
+        e = self.elem_bytes
+        sizes = (rows[1] - rows[0], cols[1] - cols[0], (chans[1] - chans[0]) * e)
+        return e * self.offset(rows[0], cols[0], chans[0]), sizes, (e * self.row_stride, e * self.channels, 1)
 
 
 @dataclass
@@ -104,10 +113,15 @@ class ProgramBuilder:
         self._acc_half ^= 1
         return self._acc_half * (self.arch.acc_buffer_bytes // 4 // 2)
 
-    def lut_slot(self) -> int:
-        slots = self.arch.lut_buffer_bytes // 256
-        self._lut_slot = (self._lut_slot + 1) % slots
-        return self._lut_slot * 256
+    def lut_slot(self, size: int = 256) -> int:
+        """Byte address of the next table of `size` bytes: tables rotate through 256-byte
+        slots, a larger one takes consecutive slots (an int16 table's 1026 bytes, 5)."""
+        slots, need = self.arch.lut_buffer_bytes // 256, -(-size // 256)
+        start = (self._lut_slot + 1) % slots
+        if start + need > slots:
+            start = 0
+        self._lut_slot = start + need - 1  # the last slot taken
+        return start * 256
 
     # ------------------------------------------------------------- instructions
 
@@ -143,19 +157,15 @@ class ProgramBuilder:
 
     def load_tile(self, sram: int, view: TensorView, rows: tuple[int, int], cols: tuple[int, int],
                   chans: tuple[int, int], pads: tuple[int, int, int, int] = (0, 0, 0, 0), pad_value: int = 0) -> None:
-        """LOAD rows x cols x channels (half-open ranges) of an NHWC tensor, padded."""
-        self.load(
-            Buffer.INP, sram, view.region, view.offset(rows[0], cols[0], chans[0]),
-            (rows[1] - rows[0], cols[1] - cols[0], chans[1] - chans[0]), (view.row_stride, view.channels, 1),
-            pads, pad_value,
-        )  # fmt: skip
+        """LOAD rows x cols x channels (half-open ranges) of an NHWC tensor, padded (an int16
+        tile pads with zero bytes: its zero point is 0)."""
+        offset, sizes, strides = view.box(rows, cols, chans)
+        self.load(Buffer.INP, sram, view.region, offset, sizes, strides, pads, pad_value)
 
     def store_tile(self, sram: int, view: TensorView, rows: tuple[int, int], cols: tuple[int, int],
                    chans: tuple[int, int]) -> None:
-        self.store(
-            sram, view.region, view.offset(rows[0], cols[0], chans[0]),
-            (rows[1] - rows[0], cols[1] - cols[0], chans[1] - chans[0]), (view.row_stride, view.channels, 1),
-        )  # fmt: skip
+        offset, sizes, strides = view.box(rows, cols, chans)
+        self.store(sram, view.region, offset, sizes, strides)
 
     def load_const(self, buf: Buffer, sram: int, region: str, elements: int, offset: int = 0) -> None:
         """LOAD a dense run of `elements` buffer elements of a constant block."""

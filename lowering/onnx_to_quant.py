@@ -33,7 +33,11 @@ Users extend the table from Python without editing Ember:
 Numbers: weights int8 symmetric per output channel, activations int8 asymmetric with the
 calibrated ranges (`ember.passes.calibrate`), biases int32 with scale `s_in * s_w[c]`,
 requantization multipliers from `ember.target.requant.quantize_multiplier`
-(`ember.dialects.quant_params`). Tables are built in float64 by evaluating the matched
+(`ember.dialects.quant_params`). Convolutions named in `int16_nodes` (names or glob
+patterns) get int16 symmetric results (and table inputs, with 513-entry interpolated
+tables), when every reader of the result is a convolution (Conv, ConvTranspose): the
+NPU's CONV reads int16 tiles and its POST writes them, its other units are int8. The
+others stay int8 and are listed in `Lowering.int16_refused`. Tables are built in float64 by evaluating the matched
 ONNX nodes themselves (ONNX's reference evaluator), so any elementwise chain of one
 tensor becomes an exact table.
 
@@ -51,6 +55,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import fnmatch
 import warnings
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -68,6 +73,7 @@ from ember.dialects.dense import dense_from_numpy, numpy_from_dense
 from ember.dialects.onnx import NODE_NAME, OUTPUT_NAMES, InitializerOp, OnnxOp, attribute_value, opset_version, value_name
 from ember.dialects.quant import UniformQuantizedType, quant_type_of
 from ember.dialects.quant_params import (
+    activation16_params,
     activation_params,
     add_multipliers,
     conv_multipliers,
@@ -78,7 +84,7 @@ from ember.dialects.quant_params import (
     rescale_multiplier,
     resize_multiplier,
 )
-from ember.dialects.quant_tables import build_table
+from ember.dialects.quant_tables import build_table, build_table16
 from ember.frontend.onnx_export import graph_function
 from ember.frontend.types import attribute_to_onnx
 from ember.passes.gptq import gptq_round
@@ -89,6 +95,9 @@ PATTERN_ATTR = "quant.pattern"
 LUT_INPUT_ATTR = "quant.lut_input"
 """On a conv/fully-connected with a table: the ONNX name of the tensor the table reads."""
 Range = tuple[float, float]
+INT16_READERS = ("Conv", "ConvTranspose")
+"""The ONNX ops whose quantized form reads an int16 input (the NPU's CONV)."""
+ACCUMULATOR_LIMIT = 1 << 31
 
 
 class NotQuantizable(Exception):
@@ -315,8 +324,12 @@ class Lowering:
         ranges: dict[str, Range],
         float_nodes: Sequence[str] = (),
         hessians: Mapping[str, np.ndarray] | None = None,
+        int16_nodes: Sequence[str] = (),
     ):
         self.module = module
+        self.int16_nodes = tuple(int16_nodes)
+        self.int16_refused: dict[str, str] = {}
+        """Node -> why its result stayed int8 although `int16_nodes` named it."""
         self.hessians = hessians or {}
         self.function: FuncOp = graph_function(module)
         self.block: Block = self.function.body.block
@@ -345,11 +358,29 @@ class Lowering:
             raise EmberError(f"tensor '{name}' has no calibration range; calibrate the same model before quantizing")
         return self.ranges[name]
 
-    def act_type(self, value: SSAValue) -> UniformQuantizedType:
-        """The int8 activation type of a float value, from its calibrated range."""
+    def act_type(self, value: SSAValue, int16: bool = False) -> UniformQuantizedType:
+        """The int8 (or symmetric int16) activation type of a float value, from its
+        calibrated range."""
         lo, hi = self.range_of(value)
+        if int16:
+            scale, _ = activation16_params(lo, hi, value_name(value))
+            return UniformQuantizedType(IntegerType(16), scale, 0)
         scale, zero_point = activation_params(lo, hi, value_name(value))
         return UniformQuantizedType(IntegerType(8), scale, zero_point)
+
+    def wants_int16(self, anchor: OnnxOp, out: SSAValue) -> bool:
+        """Whether the chain anchored at `anchor` computes `out` in int16: its node is
+        named in `int16_nodes` and only convolutions read `out`."""
+        name = anchor.node_name or ""
+        if not any(fnmatch.fnmatchcase(name, pattern) for pattern in self.int16_nodes):
+            return False
+        for use in out.uses:
+            reader = use.operation
+            if not (isinstance(reader, OnnxOp) and reader.ONNX_TYPE in INT16_READERS and use.index == 0):
+                what = reader.ONNX_TYPE if isinstance(reader, OnnxOp) else "the model's output"
+                self.int16_refused[name] = f"'{value_name(out)}' is read by {what}, which the NPU runs in int8"
+                return False
+        return True
 
     @staticmethod
     def tensor(value: SSAValue, element: UniformQuantizedType) -> TensorType:
@@ -392,12 +423,21 @@ class Lowering:
         self.qvalues[value] = op.results[0]
         return op.results[0]
 
-    def activation(self, tail: Sequence[OnnxOp], pre: SSAValue, out: SSAValue, input_type: UniformQuantizedType | None = None) -> Activation:
+    def activation(
+        self,
+        tail: Sequence[OnnxOp],
+        pre: SSAValue,
+        out: SSAValue,
+        input_type: UniformQuantizedType | None = None,
+        int16: bool = False,
+    ) -> Activation:
         """How to apply the elementwise `tail` that turns `pre` into `out`: nothing, a
-        clamp (Relu/Clip), or a table from `input_type` (default: `pre`'s calibrated type)."""
-        out_type = self.act_type(out)
+        clamp (Relu/Clip), or a table from `input_type` (default: `pre`'s calibrated type).
+        `int16`: `pre` and `out` are int16 (the table is the interpolated 513-entry one)."""
+        out_type = self.act_type(out, int16)
+        low, high = out_type.storage_min, out_type.storage_max
         if not tail:
-            return Activation(out_type)
+            return Activation(out_type, low, high)
         if all(op.ONNX_TYPE in CLAMPS for op in tail) and all(
             tail[i].input_slots()[0] is tail[i - 1].results[0] for i in range(1, len(tail))
         ):
@@ -405,13 +445,16 @@ class Lowering:
             for op in tail:
                 op_lo, op_hi = self._clamp_bounds(op)
                 lo, hi = max(lo, op_lo), min(hi, op_hi)
-            qlo = -128 if lo == -np.inf else int(np.clip(np.rint(lo / out_type.scale) + out_type.zero_point, -128, 127))
-            qhi = 127 if hi == np.inf else int(np.clip(np.rint(hi / out_type.scale) + out_type.zero_point, -128, 127))
+            qlo = low if lo == -np.inf else int(np.clip(np.rint(lo / out_type.scale) + out_type.zero_point, low, high))
+            qhi = high if hi == np.inf else int(np.clip(np.rint(hi / out_type.scale) + out_type.zero_point, low, high))
             return Activation(out_type, qlo, max(qlo, qhi))
-        lut_in = input_type or self.act_type(pre)
+        lut_in = input_type or self.act_type(pre, int16)
         function = elementwise_function(tail, pre, self.constant, self.opset)
-        table = build_table(function, lut_in.scale, lut_in.zero_point, out_type.scale, out_type.zero_point)
-        return Activation(out_type, lut=table, lut_input_type=lut_in)
+        if int16:
+            table = build_table16(function, lut_in.scale, out_type.scale)
+        else:
+            table = build_table(function, lut_in.scale, lut_in.zero_point, out_type.scale, out_type.zero_point)
+        return Activation(out_type, lut_in.storage_min, lut_in.storage_max, lut=table, lut_input_type=lut_in)
 
     def _clamp_bounds(self, op: OnnxOp) -> Range:
         if op.ONNX_TYPE == "Relu":
@@ -584,12 +627,19 @@ def convert(
     ranges: dict[str, Range],
     float_nodes: Sequence[str] = (),
     hessians: Mapping[str, np.ndarray] | None = None,
+    int16_nodes: Sequence[str] = (),
 ) -> list[OnnxOp]:
     """Quantize `module` in place with `ranges` (ONNX tensor name -> [min, max]). Nodes
     named in `float_nodes` stay float. Weighted nodes named in `hessians` (their input
     statistics, `ember.passes.gptq.weight_hessians`) get GPTQ-rounded weights, the others
-    nearest rounding. Returns the nodes that stay float and warns once listing them."""
-    left = Lowering(module, ranges, float_nodes, hessians).run()
+    nearest rounding. Convolutions matching `int16_nodes` (names or glob patterns) get
+    int16 results where only convolutions read them; a warning lists those that cannot.
+    Returns the nodes that stay float and warns once listing them."""
+    lowering = Lowering(module, ranges, float_nodes, hessians, int16_nodes)
+    left = lowering.run()
+    if lowering.int16_refused:
+        listed = "; ".join(f"{node}: {why}" for node, why in lowering.int16_refused.items())
+        warnings.warn(f"quantize: {len(lowering.int16_refused)} node(s) stay int8: {listed}", QuantizationWarning, stacklevel=2)
     if left:
         listed = ", ".join(f"{op.node_name or '?'} ({op.ONNX_TYPE})" for op in left)
         warnings.warn(f"quantize: {len(left)} node(s) stay float and run on the host: {listed}", QuantizationWarning, stacklevel=2)
@@ -627,7 +677,7 @@ def elementwise_function(
     graph = onnx.helper.make_graph(
         nodes,
         "table",
-        [onnx.helper.make_tensor_value_info("x", double, [256])],
+        [onnx.helper.make_tensor_value_info("x", double, [None])],
         [onnx.helper.make_tensor_value_info(names[ops[-1].results[0]], double, None)],
         initializers,
     )
@@ -741,13 +791,14 @@ def lower_weighted(match: Match, lowering: Lowering) -> SSAValue:
     name = anchor.node_name or anchor.ONNX_TYPE
     x = lowering.quantized(anchor.input_slots()[0])
     in_type = quant_type_of(x)
-    if not in_type.storage_type == IntegerType(8):
-        raise NotQuantizable("input is not int8")
-    activation = lowering.activation(tail, pre, match.output)
+    int16 = anchor.ONNX_TYPE == "Conv" and lowering.wants_int16(anchor, match.output)
+    activation = lowering.activation(tail, pre, match.output, int16=int16)
     q_weight, w_scales = quantize_weights(weight, 0, f"{name} weights")
     if (hessian := lowering.hessians.get(anchor.node_name)) is not None and anchor.ONNX_TYPE != "ConvTranspose":
         q_weight = gptq_round(weight, hessian, w_scales, in_type.scale)
     q_bias = quantize_bias(bias, in_type.scale, w_scales, f"{name} bias")
+    if in_type.storage_type == IntegerType(16):
+        _check_accumulator(q_weight, q_bias, name)
     multiplier, shift = conv_multipliers(in_type.scale, w_scales, activation.requant_type.scale, name)
     w_type = UniformQuantizedType(IntegerType(8), w_scales, 0, axis=0)
     b_type = UniformQuantizedType(i32, in_type.scale * w_scales, 0, axis=0)
@@ -771,6 +822,19 @@ def lower_weighted(match: Match, lowering: Lowering) -> SSAValue:
     if activation.lut is not None:
         op.attributes[LUT_INPUT_ATTR] = StringAttr(value_name(pre))
     return lowering.emit(op).results[0]
+
+
+def _check_accumulator(q_weight: np.ndarray, q_bias: np.ndarray, name: str) -> None:
+    """Warn when an int16 input can overflow the int32 accumulator: |x| <= 2^15 bounds each
+    output channel's sum by `2^15 * sum |w| + |b|` (the NPU wraps, as the reference does)."""
+    bound = (np.abs(q_weight.astype(np.int64)).reshape(len(q_weight), -1).sum(axis=1) << 15) + np.abs(q_bias.astype(np.int64))
+    if bound.max() >= ACCUMULATOR_LIMIT:
+        warnings.warn(
+            f"quantize: {name}: an int16 input can overflow the int32 accumulator (bound {int(bound.max())});"
+            " keep its producer int8 if results wrap",
+            QuantizationWarning,
+            stacklevel=2,
+        )
 
 
 def _with_tail(

@@ -12,6 +12,9 @@ Mapping of the ops:
 - conv2d (plain, grouped, depthwise, strided, dilated, padded with the input zero point by
   the LOAD) and fully_connected (a 1x1 conv): CONV into one half of the accumulator, then
   one fused POST: bias, per-channel requantization, clamp (ReLU/Clip), optional table.
+  int16 inputs and results (`precision(..., int16)`) set CONV's `in_i16` and POST's
+  `out_i16` (with the interpolated int16 table); their tiles move as bytes, two per
+  element. Only convolutions read or write int16 tensors (the quantizer sees to it).
   POST runs on the store engine, so consecutive tiles alternate accumulator halves and
   the POST of tile k overlaps the CONV of tile k+1.
 - conv_transpose (stride = kernel): the same 1x1 CONV + POST to kh*kw*Cout channels, with
@@ -146,17 +149,21 @@ class _Lowering:
         """The DRAM region of an op result: a model output or scratch."""
         shape = _shape(value)
         rows, cols, chans = physical_dims(shape, self.builder.node)
+        elem_bytes = _elem_bytes(value)
         if value in self.outputs:
+            if elem_bytes != 1:
+                raise EmberError(f"{self.builder.node}: the model output '{self.outputs[value][0]}' is int16; keep the layer"
+                                 " that computes it int8 (model script precision)")  # fmt: skip
             name, qtype = self.outputs[value]
             region = Region(
                 self._unique(name), "output", rows * cols * chans, _io_shape(shape), _layout(shape),
                 self.builder.node, qtype.scale, qtype.zero_point,
             )  # fmt: skip
         else:
-            region = Region(self._unique(self.tensor_name(value)), "scratch", rows * cols * chans,
+            region = Region(self._unique(self.tensor_name(value)), "scratch", rows * cols * chans * elem_bytes,
                             _io_shape(shape), _layout(shape), self.builder.node)  # fmt: skip
         self.builder.add_region(region)
-        view = TensorView(region.name, rows, cols, chans)
+        view = TensorView(region.name, rows, cols, chans, elem_bytes)
         self.views[value] = view
         return view
 
@@ -180,6 +187,25 @@ class _Lowering:
             f"{self.builder.node}: operand '{self.tensor_name(value)}' comes from {producer}, which the NPU"
             f" does not run; {HOST_HINT}"
         )
+
+
+def _elem_bytes(value: SSAValue) -> int:
+    """Bytes per element of a quantized activation: 1 (int8) or 2 (int16)."""
+    return quant_type_of(value).storage_type.width.data // 8
+
+
+INT16_OPS = (quant.Conv2DOp, quant.ConvTransposeOp)
+"""The quant ops whose NPU form reads int16 (CONV); only conv2d also writes it (POST)."""
+
+
+def _check_int16(node: str, op: Operation) -> None:
+    """int16 activations only where CONV reads and POST writes them."""
+    wide = [v for v in (*op.operands, *op.results) if isinstance(v.type, TensorType)
+            and isinstance(v.type.element_type, quant.UniformQuantizedType) and _elem_bytes(v) == 2]  # fmt: skip
+    allowed = {op.operands[0]} | ({op.results[0]} if isinstance(op, quant.Conv2DOp) else set()) if isinstance(op, INT16_OPS) else set()
+    if any(v not in allowed for v in wide):
+        raise EmberError(f"{node}: {op.name} on int16 tensors; the NPU computes only convolutions in int16,"
+                         " keep this layer's neighbours int8 (model script precision)")  # fmt: skip
 
 
 def _io_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
@@ -224,9 +250,11 @@ def _load_params(lw: _Lowering, region: str, channels: int, c0: int, count: int)
 
 
 def _load_lut(lw: _Lowering, table: np.ndarray) -> int:
-    region = lw.builder.const(f"{lw.builder.node}.lut", np.asarray(table, dtype=np.int8))
-    addr = lw.builder.lut_slot()
-    lw.builder.load_const(Buffer.LUT, addr, region, 256)
+    """LOAD a table (256 int8 or 513 little-endian int16 entries) into a `lut` slot."""
+    data = np.asarray(table, dtype="<i2" if table.dtype == np.int16 else np.int8)
+    region = lw.builder.const(f"{lw.builder.node}.lut", data)
+    addr = lw.builder.lut_slot(data.nbytes)
+    lw.builder.load_const(Buffer.LUT, addr, region, data.nbytes)
     return addr
 
 
@@ -251,7 +279,7 @@ class _ConvLayer:
     in_zp: int
     out_zp: int
     act: tuple[int, int]
-    lut: np.ndarray | None
+    lut: np.ndarray | None  # int8 [256], or int16 [513] for an int16 result
 
 
 TileStore = Callable[[int, tuple[int, int], tuple[int, int], tuple[int, int]], None]
@@ -271,7 +299,7 @@ def _conv_layer(lw: _Lowering, x: TensorView, y: TensorView, layer: _ConvLayer, 
         raise EmberError(f"{b.node}: kernel, stride, dilation and padding must be at most 255 for the NPU; {HOST_HINT}")
     if plan is None:
         try:
-            plan = plan_conv(lw.arch, window, x.channels, oc_total, groups)
+            plan = plan_conv(lw.arch, window, x.channels, oc_total, groups, in_bytes=x.elem_bytes, out_bytes=y.elem_bytes)
         except TilingError as err:
             raise EmberError(f"{b.node}: cannot tile for {lw.arch.name}: {err}; {HOST_HINT}") from None
     if store is None:
@@ -285,6 +313,7 @@ def _conv_layer(lw: _Lowering, x: TensorView, y: TensorView, layer: _ConvLayer, 
         np.stack([layer.bias, layer.multiplier, layer.shift]).astype("<i4"),
     )
     lut = _load_lut(lw, layer.lut) if layer.lut is not None else 0
+    lut_mode = 0 if layer.lut is None else 2 if layer.lut.dtype == np.int16 else 1
     taps = kh * kw
     tile = plan.tile
     grouped = groups > 1
@@ -301,8 +330,8 @@ def _conv_layer(lw: _Lowering, x: TensorView, y: TensorView, layer: _ConvLayer, 
             wgt = b.weight_slot()
             b.load(Buffer.WGT, wgt, weights, oc0 * taps * icg, (ocb, taps, icg), (taps * icg, icg, 1))
         in_max = max(window.input_extent(tile.rows, tile.cols)[0] * window.input_extent(tile.rows, tile.cols)[1]
-                     * (c1 - c0) for c0, c1 in chunks)  # fmt: skip
-        slots = _Slots(lw.arch.input_buffer_bytes, in_max, tile.rows * tile.cols * ocb, phase=b.tile_phase)
+                     * (c1 - c0) for c0, c1 in chunks) * x.elem_bytes  # fmt: skip
+        slots = _Slots(lw.arch.input_buffer_bytes, in_max, tile.rows * tile.cols * ocb * y.elem_bytes, phase=b.tile_phase)
         for r0, r1 in _tiles(y.rows, tile.rows):
             rlo, rhi, ptop, pbot = window_span(r0, r1, layer.stride[0], layer.dilation[0], kh, top, x.rows)
             for c0, c1 in _tiles(y.cols, tile.cols):
@@ -322,12 +351,14 @@ def _conv_layer(lw: _Lowering, x: TensorView, y: TensorView, layer: _ConvLayer, 
                         Opcode.CONV, inp=inp, wgt=wgt, acc=acc, ih=ih, iw=iw, ic=i1 - i0, oc=ocb,
                         groups=ocb // ocg if grouped else 1, kh=kh, kw=kw, sh=layer.stride[0], sw=layer.stride[1],
                         dh=layer.dilation[0], dw=layer.dilation[1], in_zp=layer.in_zp, accumulate=int(k > 0),
+                        in_i16=int(x.elem_bytes == 2),
                     )  # fmt: skip
                     t += 1
                 out = slots.out(t)
                 b.emit(
                     Opcode.POST, acc=acc, par=par, out=out, lut=lut, count=(r1 - r0) * (c1 - c0), channels=ocb,
-                    zp_out=layer.out_zp, act_min=layer.act[0], act_max=layer.act[1], use_lut=int(layer.lut is not None),
+                    zp_out=layer.out_zp, act_min=layer.act[0], act_max=layer.act[1], use_lut=lut_mode,
+                    out_i16=int(y.elem_bytes == 2),
                 )  # fmt: skip
                 store(out, (r0, r1), (c0, c1), (oc0, oc1))
     b.tile_phase = (b.tile_phase + t) % 2
@@ -340,7 +371,7 @@ def _requant_fields(op: quant.Conv2DOp | quant.ConvTransposeOp | quant.FullyConn
         if not isinstance(owner, quant.ConstantOp):
             raise EmberError(f"{op.name}: the bias must be a quant.constant")
         bias = owner.numpy().astype(np.int64)
-    table = None if op.lut is None else array_values(op.lut).astype(np.int8)
+    table = None if op.lut is None else array_values(op.lut).astype(quant_type_of(op.output).storage_dtype)
     return dict(
         bias=bias,
         multiplier=array_values(op.multiplier),
@@ -394,7 +425,8 @@ def lower_conv_transpose(lw: _Lowering, op: quant.ConvTransposeOp) -> None:
     in_zp = quant_type_of(op.input).zero_point
     taps = kh * kw
     try:
-        plan = plan_conv(lw.arch, Window(x.rows, x.cols, (1, 1)), x.channels, taps * oc, 1, whole_oc=True) if group == 1 else None
+        plan = plan_conv(lw.arch, Window(x.rows, x.cols, (1, 1)), x.channels, taps * oc, 1, whole_oc=True,
+                         in_bytes=x.elem_bytes) if group == 1 else None  # fmt: skip
     except TilingError:
         plan = None
     if plan is not None:
@@ -956,6 +988,7 @@ def lower_function(function: func.FuncOp, arch: Arch) -> ProgramBuilder:
         lw.builder.origin = op.name
         if lowering is None:
             raise EmberError(f"{lw.builder.node}: {op.name} has no NPU lowering; {HOST_HINT}")
+        _check_int16(lw.builder.node, op)
         lowering(lw, op)
     return lw.builder
 

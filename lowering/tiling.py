@@ -104,14 +104,15 @@ class ConvTiling:
 
 
 def plan_conv(arch: Arch, window: Window, in_channels: int, out_channels: int, groups: int,
-              whole_oc: bool = False) -> ConvTiling:
+              whole_oc: bool = False, in_bytes: int = 1, out_bytes: int = 1) -> ConvTiling:
     """Pick the channel blocking and the output tile of a convolution.
 
     Output channels are blocked in multiples of the MAC array's columns (channel padding
     happens on chip: a block's last pass is partial); a grouped conv is blocked in whole
     groups. A plain conv whose weights for one column block do not fit half the weight
     buffer accumulates over input-channel chunks. `whole_oc` allows only one block of all
-    output channels (a result tile whose STORE needs every channel of a pixel)."""
+    output channels (a result tile whose STORE needs every channel of a pixel).
+    `in_bytes` / `out_bytes`: bytes per input / result element (2 for int16 tiles)."""
     taps = window.kernel[0] * window.kernel[1]
     icg, ocg = in_channels // groups, out_channels // groups
     wgt_half = arch.weight_buffer_bytes // 2
@@ -140,7 +141,7 @@ def plan_conv(arch: Arch, window: Window, in_channels: int, out_channels: int, g
         candidates = [c for c in candidates if c[0] == out_channels]
 
     for oc_block, ic_chunk, loaded in candidates:
-        tile = spatial_tile(window, loaded, oc_block, arch.input_buffer_bytes, oc_block, acc_half)
+        tile = spatial_tile(window, loaded * in_bytes, oc_block * out_bytes, arch.input_buffer_bytes, oc_block, acc_half)
         if tile is not None:
             return ConvTiling(oc_block, ic_chunk, tile)
     if not candidates:

@@ -2,6 +2,7 @@
 
     calibrate{data="images/" mean=127.5 std=127.5},quantize
     quantize{quant_info="model_quant_info.json" float_nodes="Sigmoid_0,Softmax_1"}
+    quantize{int16_nodes="Conv_0,Conv_1*"}
     calibrate{data="images/" method=output_mse},quantize{bias_correction=true}
     calibrate{data="images/"},quantize{weight_rounding=gptq bias_correction=true}
 
@@ -9,7 +10,9 @@ The conversion itself (pattern table, user patterns, numbers) is
 `ember.lowering.onnx_to_quant`. Ranges come from the module (`calibrate` records them
 as `ember.calibration`) or from a `*_quant_info.json` file (`quant_info`). Nodes named
 in `float_nodes` (comma separated) stay float on the host, like every node no pattern
-matches; one warning lists them. `bias_correction=true` then corrects the int32 biases
+matches; one warning lists them. Convolutions matching `int16_nodes` (comma separated
+names or glob patterns) get int16 results where only convolutions read them (a16w8,
+`ember.lowering.onnx_to_quant`). `bias_correction=true` then corrects the int32 biases
 on the samples `calibrate` recorded (`ember.passes.bias_correct`), normalized as
 `calibrate` does by default (the normalization `extract-normalization` recorded).
 `weight_rounding=gptq` rounds the int8 weights with GPTQ on the input statistics of the
@@ -43,6 +46,7 @@ class QuantizePass(ModulePass):
 
     quant_info: str = ""
     float_nodes: str = ""
+    int16_nodes: str = ""
     bias_correction: bool = False
     weight_rounding: str = "nearest"
 
@@ -58,7 +62,8 @@ class QuantizePass(ModulePass):
                 raise EmberError(f"quantize{{{option}}} needs the samples of 'calibrate{{data=...}}' run on this module")
             samples = load_samples(data.data, input_specs(op), recorded_normalization(op))
         float_nodes = [n.strip() for n in self.float_nodes.split(",") if n.strip()]
-        quantize_module(op, ranges, float_nodes, samples, self.weight_rounding == "gptq", self.bias_correction)
+        int16_nodes = [n.strip() for n in self.int16_nodes.split(",") if n.strip()]
+        quantize_module(op, ranges, float_nodes, samples, self.weight_rounding == "gptq", self.bias_correction, int16_nodes)
 
 
 def quantize_module(
@@ -68,6 +73,7 @@ def quantize_module(
     samples: Iterable[Mapping[str, np.ndarray]] | None,
     gptq: bool,
     bias_correction: bool,
+    int16_nodes: Sequence[str] = (),
 ) -> None:
     """Convert `module` to `quant` (`convert`), its weights GPTQ-rounded and its biases
     corrected on `samples` (float inputs by name) when asked; `QuantizePass` and the
@@ -75,6 +81,6 @@ def quantize_module(
     # the float model must be taken before conversion replaces it
     float_model = export_model(module) if gptq or bias_correction else None
     hessians = weight_hessians(float_model, samples) if gptq else None
-    convert(module, ranges, float_nodes, hessians)
+    convert(module, ranges, float_nodes, hessians, int16_nodes)
     if bias_correction:
         correct_biases(module, float_model, samples)

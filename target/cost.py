@@ -5,7 +5,8 @@
   reduction elements (kernel taps x input channels of one group) and `mac_cols` output
   channels per cycle: `passes = groups * ceil(kh*kw*icg / rows) * ceil(ocg / cols)`.
   A depthwise conv (icg = 1) maps kernel taps to rows and channels to columns:
-  `passes = ceil(kh*kw / rows) * ceil(oc / cols)`.
+  `passes = ceil(kh*kw / rows) * ceil(oc / cols)`. An int16 input (`in_i16`) takes two
+  passes of each: the int8 MAC array multiplies its low and its high byte separately.
 - Vector instructions (POST, ELTW, POOL, RESIZE, PREPROC): `compute_setup_cycles +
   ceil(element operations / vector_lanes)`, where POOL costs one operation per window tap
   and bilinear RESIZE four per output element.
@@ -51,6 +52,8 @@ def cycles(insn: Instruction, arch: Arch) -> int:
             passes = _ceil(taps, arch.mac_rows) * _ceil(oc, arch.mac_cols)
         else:
             passes = insn.groups * _ceil(taps * icg, arch.mac_rows) * _ceil(oc // insn.groups, arch.mac_cols)
+        if insn.in_i16:
+            passes *= 2
         return setup + passes * oh * ow
     if op in (Opcode.POST, Opcode.ELTW):
         return setup + _ceil(insn.count * insn.channels, lanes)

@@ -8,7 +8,9 @@ into `RECORD_DTYPE`; each opcode's fields are then read through a view of the sa
 with that opcode's structured dtype (`FORMATS[op].dtype`).
 
 Addresses of on-chip buffers count elements of the buffer (int8 for `inp`, `wgt`, `lut`;
-int32 for `acc` and `par`); DRAM addresses and strides count bytes.
+int32 for `acc` and `par`); DRAM addresses and strides count bytes. `inp` and `lut` also
+hold int16 data (a16w8 layers, as TFLite's 16x8 mode): 2 bytes per element, little-endian,
+at an even address of the byte-addressed buffer, with zero point 0.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import numpy as np
 
 from ember.support.diagnostics import EmberError
 
-ISA_VERSION = 1
+ISA_VERSION = 2
 RECORD_SIZE = 64
 HEADER_SIZE = 4
 
@@ -115,6 +117,24 @@ BILINEAR_WEIGHT_BITS = 10
 """Bilinear interpolation weights keep the top 10 fraction bits of the coordinate."""
 ELTW_ADD_LEFT_SHIFT = 20
 """ELTW add scales each centred input by 2^20 before rescaling it (TFLite's scheme)."""
+
+
+class PostLut(enum.IntEnum):
+    """The values of POST's `use_lut`. The field stays a plain number (the listing and the
+    `npu` dialect print it as one, as in ISA version 1); program.py checks its range."""
+
+    NONE = 0
+    INT8 = 1
+    """256 int8 entries, result lut8[y + 128]"""
+    INT16 = 2
+    """513 int16 entries interpolated as TFLite's int16 LUT (`LUT16_FRAC_BITS`)"""
+
+
+LUT8_ENTRIES = 256
+LUT16_ENTRIES = 513
+"""The int16 table: a knot every 2^7 inputs over [-32768, 32768], 1026 bytes."""
+LUT16_FRAC_BITS = 7
+"""Input bits below the int16 table's knot index: the interpolation weight."""
 
 
 @dataclass(frozen=True)
@@ -222,7 +242,7 @@ FORMATS: dict[Opcode, Format] = {
         Format(
             Opcode.CONV,
             Engine.COMPUTE,
-            "grouped 2-D convolution of an int8 tile into the int32 accumulator",
+            "grouped 2-D convolution of an int8 or int16 tile into the int32 accumulator",
             (
                 Field("inp", "<u4", "input tile [ih, iw, ic] in `inp` (already padded)"),
                 Field("wgt", "<u4", "weights [oc, kh, kw, ic/groups] in `wgt`"),
@@ -238,24 +258,27 @@ FORMATS: dict[Opcode, Format] = {
                 Field("sw", "u1", "horizontal stride"),
                 Field("dh", "u1", "vertical dilation"),
                 Field("dw", "u1", "horizontal dilation"),
-                Field("in_zp", "i1", "input zero point, subtracted from every input element"),
+                Field("in_zp", "i1", "input zero point, subtracted from every input element (0 if in_i16)"),
                 Field("accumulate", "u1", "1: add to the accumulator, 0: overwrite it"),
+                Field("in_i16", "u1", "1: the input tile is int16 (even address, twice the compute cycles)"),
             ),
         ),
         Format(
             Opcode.POST,
             Engine.STORE,
-            "requantize int32 accumulators to int8, optionally through a lookup table",
+            "requantize int32 accumulators to int8 or int16, optionally through a lookup table",
             (
                 Field("acc", "<u4", "accumulators [count, channels] in `acc`"),
                 Field("par", "<u4", "bias[channels], multiplier[channels], shift[channels] in `par`"),
-                Field("out", "<u4", "int8 result [count, channels] in `inp`"),
-                Field("lut", "<u4", "256-entry int8 table in `lut` (used when use_lut = 1)"),
+                Field("out", "<u4", "result [count, channels] in `inp`: int8, or int16 (even address) if out_i16"),
+                Field("lut", "<u4", "table in `lut`: 256 int8 entries (use_lut = 1), 513 int16 (use_lut = 2, even address)"),
                 Field("count", "<u4", "pixels"),
                 Field("channels", "<u2", "channels"),
+                Field("act_min", "<i2", "lower clamp of the result (within int8 unless out_i16)"),
+                Field("act_max", "<i2", "upper clamp of the result (within int8 unless out_i16)"),
                 Field("zp_out", "i1", "output zero point"),
-                *_CLAMP,
-                Field("use_lut", "u1", "1: map the clamped result through the table"),
+                Field("use_lut", "u1", "0: none, 1: int8 table, 2: interpolated int16 table (`isa.PostLut`)"),
+                Field("out_i16", "u1", "1: the result is int16, 0: int8"),
             ),
         ),
         Format(

@@ -3,6 +3,9 @@
 Each function is the exact definition that docs/isa.md states in words; the simulator
 calls them on the tiles an instruction names, one call per tile.
 
+Activations are int8, or int16 where an instruction says so (CONV's input, POST's result:
+a16w8 layers): the same kernels, compiled once more for the int16 arrays.
+
 Speed (issue 5: the simulator within 2x of onnxruntime float32) comes from three sources:
 dense convolutions sum in float32 (or float64) BLAS where that is provably exact; the
 per-element integer work (POST's requantization, depthwise convolution, ELTW lookups,
@@ -42,7 +45,16 @@ import numba.extending
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
-from ember.target.isa import BILINEAR_WEIGHT_BITS, ELTW_ADD_LEFT_SHIFT, RESIZE_FRAC_BITS, ChannelOrder, PixelFormat
+from ember.target.isa import (
+    BILINEAR_WEIGHT_BITS,
+    ELTW_ADD_LEFT_SHIFT,
+    LUT8_ENTRIES,
+    LUT16_ENTRIES,
+    LUT16_FRAC_BITS,
+    RESIZE_FRAC_BITS,
+    ChannelOrder,
+    PixelFormat,
+)
 
 # Before numba's OpenMP threading layer loads libgomp (at the first parallel kernel, on
 # the `ember-npu` thread: see `npu_thread`): pin its threads to distinct cores. Unpinned,
@@ -165,16 +177,24 @@ def _rescale(values: np.ndarray, multiplier, shift, zp_out: int, act_min: int, a
     return values
 
 
+def _centred_bound(itemsize: int, in_zp: int) -> int:
+    """The largest |x - in_zp| of an int8 (itemsize 1) or int16 (itemsize 2) input."""
+    half = 1 << (8 * itemsize - 1)
+    return max(half - 1 - in_zp, in_zp + half)
+
+
 def _accumulation_dtype(x: np.ndarray, w: np.ndarray, in_zp: int) -> type:
     """float32 if every partial sum of every output channel is provably below 2^24, else
-    float64 (exact for any int8 tile: |sum| <= K * 255 * 128 < 2^53).
+    float64, exact for any tile the buffers hold: |sum| <= K * 255 * 128 < 2^53 for int8
+    inputs, K * 2^15 * 128 < 2^53 for int16 ones (K < 2^31; the weight buffer holds less).
 
     Any partial sum of output channel o, in any summation order, is bounded by
     sum_i |x_i - zp| |w_oi| <= max|x - zp| * sum_i |w_oi| <= max|x - zp| * K max|w|: the
-    data-free bound of that for int8 first (no pass over the tile: every K below 514),
-    then the cheap last one, the tighter middle one when that is not enough."""
+    data-free bound of that for the input type first (no pass over the tile: for int8
+    every K below 514), then the cheap last one, the tighter middle one when that is not
+    enough."""
     taps = w[0].size
-    if not x.size or not w.size or max(127 - in_zp, in_zp + 128) * taps * 128 < FLOAT32_EXACT:
+    if not x.size or not w.size or _centred_bound(x.itemsize, in_zp) * taps * 128 < FLOAT32_EXACT:
         return np.float32
     centred_max = max(abs(int(x.max()) - in_zp), abs(int(x.min()) - in_zp))
     if centred_max * taps * max(abs(int(w.max())), abs(int(w.min()))) < FLOAT32_EXACT:
@@ -200,8 +220,8 @@ _FLOAT32, _FLOAT64 = np.zeros(0, dtype=np.float32), np.zeros(0, dtype=np.float64
 def _dense_kernel(out, x, in_zp, w, kernel_width, row_step, col_step, row_length, accumulate, threads, ftype):
     """out[y, c, :] (+)= sum over taps (ky, kx) of
     (x[p + ky * row_step + kx * col_step] - in_zp) @ w[:, ky * kernel_width + kx, :].T
-    for the flat position p = y * row_length + c, every c < out.shape[1]: x int8 [rows, k],
-    w int8 [n, taps, k] (a kernel's taps in the weights' own layout), out int32
+    for the flat position p = y * row_length + c, every c < out.shape[1]: x int8 or int16
+    [rows, k], w int8 [n, taps, k] (a kernel's taps in the weights' own layout), out int32
     [oh, ow, n], all contiguous; sums in the float type of `ftype` (an empty array).
 
     The rows are split into one block per thread (`threads`, numba's thread count: asked
@@ -230,7 +250,7 @@ def _dense_kernel(out, x, in_zp, w, kernel_width, row_step, col_step, row_length
                             taps[ky, kx * n + o, i] = w[o, ky * kernel_width + kx, i]
             rows = x[lo : hi + reach]
             centred = np.empty(rows.shape, dtype=ftype.dtype)
-            zp = np.full(1, in_zp, dtype=ftype.dtype)[0]  # int8 - float stays in the float type: vectorizes
+            zp = np.full(1, in_zp, dtype=ftype.dtype)[0]  # int8/16 - float stays in the float type: vectorizes
             for r in range(rows.shape[0]):
                 for i in range(k):
                     centred[r, i] = rows[r, i] - zp
@@ -255,11 +275,12 @@ def _dense_kernel(out, x, in_zp, w, kernel_width, row_step, col_step, row_length
 @numba.njit(**_PARALLEL)
 def _depthwise_kernel(out, x, w, in_zp, sh, sw, dh, dw, accumulate):
     """out[y, x, c] (+)= sum over taps (i, j) of (x[y*sh + i*dh, x*sw + j*dw, c] - in_zp) *
-    w[c, i, j, 0], summed in int32, for x int8 [ih, iw, c], w int8 [c, kh, kw, 1], out
-    int32 [oh, ow, c]. An int32 sum wraps exactly as the exact sum wrapped to int32 does
+    w[c, i, j, 0], summed in int32, for x int8 or int16 [ih, iw, c], w int8 [c, kh, kw, 1],
+    out int32 [oh, ow, c]. An int32 sum wraps exactly as the exact sum wrapped to int32 does
     (arithmetic mod 2^32), which is `conv`'s contract; each product fits
-    (|x - in_zp| <= 255). The channel loop is innermost, contiguous in x, taps and out, so
-    it vectorizes; output rows are split over the threads."""
+    (|x - in_zp| <= 255 for int8, <= 2^15 for int16). The channel loop is innermost,
+    contiguous in x, taps and out, so it vectorizes; output rows are split over the
+    threads."""
     oh, ow, channels = out.shape
     kh, kw = w.shape[1], w.shape[2]
     taps = np.empty((kh, kw, channels), dtype=np.int32)
@@ -282,22 +303,25 @@ def _depthwise_kernel(out, x, w, in_zp, sh, sw, dh, dw, accumulate):
 
 class Conv:
     """A CONV with its static part prepared once (the simulator makes one per instruction
-    when it loads a program): tile shapes, input zero point, stride, dilation, groups and
-    the accumulate flag. Calling it with the tiles x int8 [ih, iw, ic], w int8
-    [oc, kh, kw, ic/groups] and out int32 [oh, ow, oc] (contiguous) sets out to, or with
-    `accumulate` increments it by, acc = sum((x - in_zp) * w), wrapping as int32 does.
+    when it loads a program): tile shapes, input zero point, stride, dilation, groups, the
+    accumulate flag and the input type. Calling it with the tiles x [ih, iw, ic] (int8, or
+    int16 if `in_i16`), w int8 [oc, kh, kw, ic/groups] and out int32 [oh, ow, oc]
+    (contiguous) sets out to, or with `accumulate` increments it by,
+    acc = sum((x - in_zp) * w), wrapping as int32 does.
 
     Depthwise convolutions (one input channel per group) sum in int32 in a compiled loop.
     The other dense ones sum the products in float32 BLAS when every partial sum is
     provably below 2^24 (so the sum is exact in any order), else in float64 (exact for any
-    int8 tile). Stride 1 needs no im2col: on the row-major flattened input X[ih * iw, ic],
-    output pixel (y, x) at flat position p = y * iw + x reads, for tap (ky, kx), row
+    tile: see `_accumulation_dtype`; int16 products reach 2^22, so int16 tiles take
+    float64 unless their values are small). Stride 1 needs no im2col: on the row-major
+    flattened input X[ih * iw, ic], output pixel (y, x) at flat position p = y * iw + x
+    reads, for tap (ky, kx), row
     p + dh * ky * iw + dw * kx, so every tap reads a contiguous row range of X (the
     iw - ow positions past each output row wrap into the next row and are not written).
     Other strides gather the windows first; grouped convolutions that are not depthwise
     (rare) use one numpy matmul per group."""
 
-    def __init__(self, x_shape, w_shape, in_zp: int, stride, dilation, groups: int, accumulate: bool):
+    def __init__(self, x_shape, w_shape, in_zp: int, stride, dilation, groups: int, accumulate: bool, in_i16: bool = False):
         (ih, iw, _), (oc, kh, kw, icg) = x_shape, w_shape
         self.in_zp, self.groups, self.accumulate = int(in_zp), int(groups), bool(accumulate)
         self.stride, self.dilation = tuple(map(int, stride)), tuple(map(int, dilation))
@@ -305,7 +329,7 @@ class Conv:
             conv_output_size(ih, kh, self.stride[0], self.dilation[0]), conv_output_size(iw, kw, self.stride[1], self.dilation[1]), oc,
         )  # fmt: skip
         # the data-free bound of `_accumulation_dtype`, decided once
-        self.always_float32 = max(127 - in_zp, in_zp + 128) * kh * kw * icg * 128 < FLOAT32_EXACT
+        self.always_float32 = _centred_bound(2 if in_i16 else 1, in_zp) * kh * kw * icg * 128 < FLOAT32_EXACT
 
     def __call__(self, out: np.ndarray, x: np.ndarray, w: np.ndarray) -> None:
         if out.shape != self.out_shape:
@@ -358,8 +382,8 @@ def conv(
     dilation: tuple[int, int],
     groups: int,
 ) -> np.ndarray:
-    """The `Conv` of a new int32 [oh, ow, oc] tile."""
-    plan = Conv(x.shape, w.shape, in_zp, stride, dilation, groups, accumulate=False)
+    """The `Conv` of a new int32 [oh, ow, oc] tile (x int8 or int16)."""
+    plan = Conv(x.shape, w.shape, in_zp, stride, dilation, groups, accumulate=False, in_i16=x.dtype == np.int16)
     out = np.empty(plan.out_shape, dtype=np.int32)
     plan(out, x, w)
     return out
@@ -367,18 +391,33 @@ def conv(
 
 _NO_LUT = np.zeros(0, dtype=np.int8)
 """The table argument of `_post_kernel` when the instruction has no LUT."""
+_NO_LUT16 = np.zeros(0, dtype=np.int16)
+"""The same for an int16 result (one compiled signature per result type)."""
+
+
+@numba.njit(**_JIT)
+def _lookup16(table, y):
+    """The interpolated int16 table (TFLite's int16 LUT) at y in [-32768, 32767]:
+    u = y + 32768, i = u >> 7, f = u & 127, table[i] + (((table[i+1] - table[i]) * f + 64) >> 7),
+    in int64 with an arithmetic shift. The result lies between table[i] and table[i+1]."""
+    u = y + 32768
+    i, f = u >> LUT16_FRAC_BITS, u & ((1 << LUT16_FRAC_BITS) - 1)
+    low = np.int64(table[i])
+    return low + (((np.int64(table[i + 1]) - low) * f + (1 << (LUT16_FRAC_BITS - 1))) >> LUT16_FRAC_BITS)
 
 
 @numba.njit(**_PARALLEL)
 def _post_kernel(out, acc, params, zp_out, act_min, act_max, lut, threads):
     """out[i, c] = clamp(((acc + bias) * M + 2^(S-1)) >> S + zp_out) per channel c, then
-    lut[out + 128] if `lut` is not empty, for params int32 [3, channels] = (bias, M, S):
-    `requantize`'s int64 operations with their wrap-around, regrouped. In int64
-    arithmetic (mod 2^64) (acc + bias) * M + 2^(S-1) = acc * M + (bias * M + 2^(S-1)):
+    through `lut` if it is not empty (int8: lut[out + 128]; int16: `_lookup16`), for params
+    int32 [3, channels] = (bias, M, S): `requantize`'s int64 operations with their
+    wrap-around, regrouped. In int64 arithmetic (mod 2^64)
+    (acc + bias) * M + 2^(S-1) = acc * M + (bias * M + 2^(S-1)):
     the second term is one int64 per channel, and for an int32 accumulator acc * M is a
     product of two sign-extended int32 values, which AVX2 multiplies 4 at a time (a full
     64-bit multiply it has not: this made POST 1.7-6x faster). The shift right is
-    arithmetic, and y + zp_out cannot overflow (|y| <= 2^62).
+    arithmetic, and y + zp_out cannot overflow (|y| <= 2^62). out is int8 or int16; the
+    clamp keeps every value in its range and in the table's domain (the caller's duty).
 
     Rows are split into one block per thread (`threads`; each block allocates its row
     buffer once: a prange over rows allocated per row, 1.6x slower); a row is requantized
@@ -397,24 +436,34 @@ def _post_kernel(out, acc, params, zp_out, act_min, act_max, lut, threads):
             for c in range(channels):
                 y = _wrapping_add(_wrapping_mul(np.int64(acc[i, c]), np.int64(multiplier[c])), offset[c]) >> shift[c]
                 row[c] = min(max(y + zp_out, act_min), act_max)
-            if lut.size:
+            if not lut.size:
+                for c in range(channels):
+                    out[i, c] = row[c]
+            elif lut.itemsize == 1:
                 for c in range(channels):
                     out[i, c] = lut[row[c] + 128]
             else:
                 for c in range(channels):
-                    out[i, c] = row[c]
+                    out[i, c] = _lookup16(lut, row[c])
 
 
 def post_into(out: np.ndarray, acc: np.ndarray, params: np.ndarray, zp_out: int, act_min: int, act_max: int, lut: np.ndarray | None) -> None:
-    """POST: acc int32 [count, channels] -> out int8 [count, channels], per-channel
+    """POST: acc int32 [count, channels] -> out [count, channels], per-channel
     requantization (`requantize`) with params int32 [3, channels] = (bias, multiplier,
-    shift), clamp, then (if given) `y = lut[y + 128]`; one compiled pass, all arrays
-    contiguous. An accumulator of another integer type (a POOL sum in a test) is taken as
-    int64. Raises ValueError for a negative multiplier or a shift outside [1, 62]."""
+    shift), clamp, then (if given) the table; one compiled pass, all arrays contiguous.
+    out int8 takes no table or a 256-entry int8 one (`y = lut[y + 128]`), out int16 none
+    or a 513-entry int16 one (interpolated: `_lookup16`); [act_min, act_max] must lie in
+    the result type (and so in the table's domain), which `program.check_structure`
+    checks for the simulator. An accumulator of another integer type (a POOL sum in a
+    test) is taken as int64. Raises ValueError for a table that does not fit the result
+    type, a negative multiplier or a shift outside [1, 62]."""
+    if lut is not None and (lut.itemsize != out.itemsize or lut.size != (LUT8_ENTRIES if out.itemsize == 1 else LUT16_ENTRIES)):
+        raise ValueError(f"an {out.dtype} result takes no table of {lut.size} {lut.dtype} entries")
     acc = np.ascontiguousarray(acc, dtype=np.int32 if acc.dtype == np.int32 else np.int64)
     parallel = acc.size >= PARALLEL_ELEMENTS
     threads = numba.get_num_threads() if parallel else 1
-    _launch(_post_kernel, parallel, out, acc, params, zp_out, act_min, act_max, _NO_LUT if lut is None else lut, threads)
+    table = lut if lut is not None else _NO_LUT if out.itemsize == 1 else _NO_LUT16
+    _launch(_post_kernel, parallel, out, acc, params, zp_out, act_min, act_max, table, threads)
 
 
 def post(
@@ -426,9 +475,11 @@ def post(
     act_min: int,
     act_max: int,
     lut: np.ndarray | None,
+    out_dtype: type = np.int8,
 ) -> np.ndarray:
-    """`post_into` a new int8 array, the parameters given as three vectors."""
-    out = np.empty(acc.shape, dtype=np.int8)
+    """`post_into` a new array of `out_dtype` (int8 or int16), the parameters given as
+    three vectors."""
+    out = np.empty(acc.shape, dtype=out_dtype)
     post_into(out, acc, np.stack([bias, multiplier, shift]).astype(np.int32), zp_out, act_min, act_max, lut)
     return out
 

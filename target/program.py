@@ -13,7 +13,19 @@ from dataclasses import dataclass
 
 from ember.support.diagnostics import EmberError
 from ember.target.arch import Arch
-from ember.target.isa import BUFFER_DTYPES, Buffer, Engine, Instruction, Opcode, PixelFormat, PoolMode, Token
+from ember.target.isa import (
+    BUFFER_DTYPES,
+    LUT8_ENTRIES,
+    LUT16_ENTRIES,
+    Buffer,
+    Engine,
+    Instruction,
+    Opcode,
+    PixelFormat,
+    PoolMode,
+    PostLut,
+    Token,
+)
 from ember.target.kernels import conv_output_size
 
 DRAM = 0
@@ -24,7 +36,9 @@ SPACE_NAMES = {DRAM: "DRAM", **{int(b): b.name.lower() for b in Buffer}}
 
 @dataclass(frozen=True)
 class Access:
-    """A half-open element range [start, stop) of one memory space (DRAM counts bytes)."""
+    """A half-open range [start, stop) of one memory space in its address units: bytes for
+    DRAM and the int8 buffers (int16 data in `inp` and `lut` spans two per element), int32
+    elements for `acc` and `par`."""
 
     space: int
     start: int
@@ -89,9 +103,13 @@ def check_structure(insn: Instruction) -> str | None:
             return f"groups = {insn.groups} must divide ic = {insn.ic} and oc = {insn.oc}"
         if min(conv_output_shape(insn)[:2]) < 1:
             return "the kernel does not fit in the input tile"
+        if problem := _check_conv_i16(insn):
+            return problem
     elif op in (Opcode.POST, Opcode.ELTW):
         if min(insn.count, insn.channels) == 0:
             return "count and channels must be at least 1"
+        if op == Opcode.POST and (problem := _check_post_types(insn)):
+            return problem
     elif op == Opcode.POOL:
         if min(insn.ih, insn.iw, insn.channels, insn.kh, insn.kw, insn.sh, insn.sw) == 0:
             return "sizes, kernel and stride must be at least 1"
@@ -116,6 +134,44 @@ def check_structure(insn: Instruction) -> str | None:
     return None
 
 
+def _odd(name: str, value: int) -> str:
+    return f"{name} = {value} is odd; int16 data needs an even byte address"
+
+
+def _check_conv_i16(insn: Instruction) -> str | None:
+    """Why CONV's int16 input flag is not usable, or None."""
+    if insn.in_i16 > 1:
+        return f"in_i16 = {insn.in_i16} is not 0 or 1"
+    if insn.in_i16 and insn.in_zp:
+        return f"in_zp = {insn.in_zp} with in_i16 = 1; int16 inputs are symmetric (in_zp must be 0)"
+    if insn.in_i16 and insn.inp % 2:
+        return _odd("inp", insn.inp)
+    return None
+
+
+def _check_post_types(insn: Instruction) -> str | None:
+    """Why POST's result type, table mode and clamp do not go together, or None: an int8
+    result takes no table or the int8 one and a clamp within int8 (the table's domain);
+    an int16 result no table or the int16 one (whose domain is all of int16)."""
+    if insn.out_i16 > 1:
+        return f"out_i16 = {insn.out_i16} is not 0 or 1"
+    if insn.use_lut not in {int(mode) for mode in PostLut}:
+        return f"use_lut = {insn.use_lut} is not 0 (no table), 1 (int8 table) or 2 (int16 table)"
+    if insn.out_i16:
+        if insn.use_lut == PostLut.INT8:
+            return "use_lut = 1 (int8 table) with out_i16 = 1; an int16 result takes use_lut 0 or 2"
+        if insn.out % 2:
+            return _odd("out", insn.out)
+    else:
+        if insn.use_lut == PostLut.INT16:
+            return "use_lut = 2 (int16 table) with out_i16 = 0; an int8 result takes use_lut 0 or 1"
+        if insn.act_min < -128 or insn.act_max > 127:
+            return f"act_min = {insn.act_min}, act_max = {insn.act_max} exceed the int8 result range [-128, 127]"
+    if insn.use_lut == PostLut.INT16 and insn.lut % 2:
+        return _odd("lut", insn.lut)
+    return None
+
+
 def accesses(insn: Instruction) -> list[Access]:
     """The memory ranges an instruction reads and writes (structure must be valid)."""
     op = insn.opcode
@@ -128,8 +184,9 @@ def accesses(insn: Instruction) -> list[Access]:
     if op == Opcode.CONV:
         oh, ow, oc = conv_output_shape(insn)
         out = Access(Buffer.ACC, insn.acc, insn.acc + oh * ow * oc, True)
+        input_bytes = insn.ih * insn.iw * insn.ic * (2 if insn.in_i16 else 1)
         found = [
-            Access(Buffer.INP, insn.inp, insn.inp + insn.ih * insn.iw * insn.ic, False),
+            Access(Buffer.INP, insn.inp, insn.inp + input_bytes, False),
             Access(Buffer.WGT, insn.wgt, insn.wgt + oc * insn.kh * insn.kw * (insn.ic // insn.groups), False),
             out,
         ]
@@ -141,10 +198,11 @@ def accesses(insn: Instruction) -> list[Access]:
         found = [
             Access(Buffer.ACC, insn.acc, insn.acc + n, False),
             Access(Buffer.PAR, insn.par, insn.par + 3 * insn.channels, False),
-            Access(Buffer.INP, insn.out, insn.out + n, True),
+            Access(Buffer.INP, insn.out, insn.out + n * (2 if insn.out_i16 else 1), True),
         ]
         if insn.use_lut:
-            found.append(Access(Buffer.LUT, insn.lut, insn.lut + 256, False))
+            table_bytes = LUT16_ENTRIES * 2 if insn.use_lut == PostLut.INT16 else LUT8_ENTRIES
+            found.append(Access(Buffer.LUT, insn.lut, insn.lut + table_bytes, False))
         return found
     if op == Opcode.ELTW:
         n = insn.count * insn.channels

@@ -24,6 +24,8 @@ from ember.target.cost import dma_bytes, macs
 from ember.target.ebin import Ebin
 from ember.target.isa import (
     BUFFER_DTYPES,
+    LUT8_ENTRIES,
+    LUT16_ENTRIES,
     Buffer,
     ChannelOrder,
     EltwMode,
@@ -32,6 +34,7 @@ from ember.target.isa import (
     Opcode,
     PixelFormat,
     PoolMode,
+    PostLut,
     ResizeMode,
 )
 from ember.target.program import DRAM, conv_output_shape, load_tile_shape, pool_output_shape, validate
@@ -271,8 +274,12 @@ class _Machine:
         count = int(np.prod(desc["shape"], dtype=np.int64))
         return self.dram[start : start + count * dtype.itemsize].view(dtype).reshape(desc["shape"]).copy()
 
-    def tile(self, buf: Buffer, addr: int, shape: tuple[int, ...]) -> np.ndarray:
-        """A writable view of a dense tile of an on-chip buffer."""
+    def tile(self, buf: Buffer, addr: int, shape: tuple[int, ...], i16: bool = False) -> np.ndarray:
+        """A writable view of a dense tile of an on-chip buffer; with `i16`, of an int16
+        tile at byte address `addr` of `inp` or `lut` (little-endian, `validate` has
+        checked the address is even, so the view is aligned)."""
+        if i16:
+            return self.buffers[buf][addr : addr + 2 * math.prod(shape)].view("<i2").reshape(shape)
         return self.buffers[buf][addr : addr + math.prod(shape)].reshape(shape)
 
     def _dram_box(self, insn: _Fields) -> np.ndarray:
@@ -307,17 +314,22 @@ class _Machine:
         return lambda: np.copyto(box, tile)
 
     def conv(self, insn: _Fields) -> Step:
-        x = self.tile(Buffer.INP, insn.inp, (insn.ih, insn.iw, insn.ic))
+        x = self.tile(Buffer.INP, insn.inp, (insn.ih, insn.iw, insn.ic), bool(insn.in_i16))
         w = self.tile(Buffer.WGT, insn.wgt, (insn.oc, insn.kh, insn.kw, insn.ic // insn.groups))
         out = self.tile(Buffer.ACC, insn.acc, conv_output_shape(insn))
-        conv = kernels.Conv(x.shape, w.shape, insn.in_zp, (insn.sh, insn.sw), (insn.dh, insn.dw), insn.groups, insn.accumulate)
+        geometry = ((insn.sh, insn.sw), (insn.dh, insn.dw), insn.groups)
+        conv = kernels.Conv(x.shape, w.shape, insn.in_zp, *geometry, insn.accumulate, bool(insn.in_i16))
         return lambda: conv(out, x, w)
 
     def post(self, insn: _Fields) -> Step:
         n, c = insn.count, insn.channels
         params = self.tile(Buffer.PAR, insn.par, (3, c))
-        lut = self.tile(Buffer.LUT, insn.lut, (256,)) if insn.use_lut else None
-        acc, out = self.tile(Buffer.ACC, insn.acc, (n, c)), self.tile(Buffer.INP, insn.out, (n, c))
+        lut = None
+        if insn.use_lut == PostLut.INT8:
+            lut = self.tile(Buffer.LUT, insn.lut, (LUT8_ENTRIES,))
+        elif insn.use_lut == PostLut.INT16:
+            lut = self.tile(Buffer.LUT, insn.lut, (LUT16_ENTRIES,), True)
+        acc, out = self.tile(Buffer.ACC, insn.acc, (n, c)), self.tile(Buffer.INP, insn.out, (n, c), bool(insn.out_i16))
         clamp = (insn.zp_out, insn.act_min, insn.act_max)
         return lambda: kernels.post_into(out, acc, params, *clamp, lut)
 

@@ -18,6 +18,7 @@ equalization(on)
 precision(conv_last, float)
 precision([a, b], float)
 precision(b, int8)
+precision([stem, "block1.*", a], int16)
 calibration(size=32)
 """
 
@@ -31,7 +32,9 @@ def test_every_command() -> None:
     assert script.crop_inputs == ["x"]
     assert script.crop_outputs == ["sigmoid_0.tmp_0", "head/out:0"]
     assert (script.calibration_method, script.percentile, script.calibration_size) == ("percentile", 99.99, 32)
-    assert script.float_nodes == ["conv_last", "a"]
+    assert script.float_nodes == ["conv_last"]
+    assert script.int16_nodes == ["stem", "block1.*", "a"]
+    assert parse_model_script("precision(x, int16)\nprecision(x, int8)").int16_nodes == []
     assert not script.autocrop and script.equalize
     assert parse_model_script("autocrop()").autocrop
     assert not parse_model_script("equalization(on)\nequalization(off)").equalize
@@ -66,7 +69,7 @@ def test_normalization_line_round_trips() -> None:
         ("quantization(percentile=20)", "s.ems:2:25: percentile must be a number in (50, 100], e.g. 99.99"),
         ("calibration(size=-1)", "s.ems:2:18: size must be a positive integer"),
         ("crop()", "s.ems:2:1: crop() needs inputs=[...] and/or outputs=[...]"),
-        ("precision(conv1, int4)", "s.ems:2:18: precision must be one of int8, float, not 'int4'"),
+        ("precision(conv1, int4)", "s.ems:2:18: precision must be one of int8, int16, float, not 'int4'"),
         ("normalization([1, 2, 3], [1, 2, 3]", "s.ems:2:35: syntax error: unexpected end of line; commands look like name = command(arg, key=value)"),
         ("x = = normalization([1], [1])", "s.ems:2:5: syntax error: unexpected '='; commands look like name = command(arg, key=value)"),
     ],

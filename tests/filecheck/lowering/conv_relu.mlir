@@ -23,7 +23,7 @@ builtin.module {
 // CHECK:      npu.load dram = 128 {{.*}} size0 = 3 size1 = 1 size2 = 4 buf = par
 // CHECK-NEXT: npu.load dram = 0 {{.*}} size0 = 4 size1 = 9 size2 = 3 buf = wgt
 // CHECK-NEXT: npu.load dram = [[X]] sram = 0 stride0 = 24 stride1 = 3 stride2 = 1 size0 = 8 size1 = 8 size2 = 3 buf = inp pad_top = 1 pad_bottom = 1 pad_left = 1 pad_right = 1 pad_value = -3 push_next {node = "conv1", origin = "quant.conv2d"}
-// CHECK-NEXT: npu.conv inp = 0 wgt = {{[0-9]+}} acc = [[ACC:[0-9]+]] ih = 10 iw = 10 ic = 3 oc = 4 groups = 1 kh = 3 kw = 3 sh = 1 sw = 1 dh = 1 dw = 1 in_zp = -3 accumulate = 0 pop_prev push_next
-// CHECK-NEXT: npu.post acc = [[ACC]] par = {{[0-9]+}} out = {{[0-9]+}} lut = 0 count = 64 channels = 4 zp_out = -128 act_min = -128 act_max = 127 use_lut = 0 pop_prev {node = "conv1", origin = "quant.conv2d"}
+// CHECK-NEXT: npu.conv inp = 0 wgt = {{[0-9]+}} acc = [[ACC:[0-9]+]] ih = 10 iw = 10 ic = 3 oc = 4 groups = 1 kh = 3 kw = 3 sh = 1 sw = 1 dh = 1 dw = 1 in_zp = -3 accumulate = 0 in_i16 = 0 pop_prev push_next
+// CHECK-NEXT: npu.post acc = [[ACC]] par = {{[0-9]+}} out = {{[0-9]+}} lut = 0 count = 64 channels = 4 act_min = -128 act_max = 127 zp_out = -128 use_lut = 0 out_i16 = 0 pop_prev {node = "conv1", origin = "quant.conv2d"}
 // CHECK-NEXT: npu.store dram = [[Y]] {{.*}} size0 = 8 size1 = 8 size2 = 4 buf = inp {node = "conv1", origin = "quant.conv2d"}
 // CHECK-NEXT: npu.end

@@ -19,7 +19,7 @@ builtin.module {
 // CHECK-NEXT: npu.load dram = 0 {{.*}} size0 = 20 size1 = 1 size2 = 3 buf = wgt
 // CHECK-NEXT: npu.load dram = [[X:[0-9]+]] sram = 0 stride0 = 9 stride1 = 3 stride2 = 1 size0 = 2 size1 = 3 size2 = 3 buf = inp
 // CHECK-NEXT: npu.conv inp = 0 {{.*}} ih = 2 iw = 3 ic = 3 oc = 20 groups = 1 kh = 1 kw = 1 sh = 1 sw = 1 {{.*}} in_zp = -3
-// CHECK-NEXT: npu.post {{.*}} count = 6 channels = 20 zp_out = -7 act_min = -7 act_max = 127 use_lut = 0 pop_prev
+// CHECK-NEXT: npu.post {{.*}} count = 6 channels = 20 act_min = -7 act_max = 127 zp_out = -7 use_lut = 0 out_i16 = 0 pop_prev
 // CHECK-NEXT: npu.store dram = [[Y:[0-9]+]] sram = [[OUT:[0-9]+]] stride0 = 10 stride1 = 30 stride2 = 1 size0 = 3 size1 = 2 size2 = 10 buf = inp {node = "deconv", origin = "quant.conv_transpose"}
 // CHECK-NEXT: npu.store dram = {{[0-9]+}} sram = {{[0-9]+}} stride0 = 10 stride1 = 30 stride2 = 1 size0 = 3 size1 = 2 size2 = 10 buf = inp {node = "deconv", origin = "quant.conv_transpose"}
 // CHECK-NEXT: npu.end

@@ -1,0 +1,175 @@
+"""int16 activations (a16w8, `precision(..., int16)`): parameters, interpolated tables,
+verification, and the real detector with its first convolutions in int16: closer to float
+than int8, and its QDQ export equal to the reference interpreter."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+from xdsl.context import Context
+from xdsl.dialects.builtin import IntegerType, TensorType
+from xdsl.utils.exceptions import VerifyException
+
+from ember.dialects import quant
+from ember.dialects import quant_params as qp
+from ember.dialects import quant_tables as qt
+from ember.dialects.onnx import value_name
+from ember.dialects.quant import UniformQuantizedType, quant_type_of
+from ember.frontend.onnx_export import export_model
+from ember.frontend.onnx_import import import_model, load_onnx
+from ember.frontend.qdq_export import export_qdq
+from ember.frontend.samples import Normalization, load_samples
+from ember.interpreters.accuracy_report import cosine
+from ember.interpreters.mixed_runner import MixedRunner
+from ember.interpreters.quant_reference import dequantize
+from ember.lowering.onnx_to_quant import QuantizationWarning
+from ember.passes.calibrate import CalibratePass, input_specs
+from ember.passes.fold_batchnorm import FoldBatchNormPass
+from ember.passes.onnx_constant_fold import OnnxConstantFoldPass
+from ember.passes.onnx_shape_inference import OnnxShapeInferencePass
+from ember.passes.quantize import QuantizePass
+
+SHARED = Path(__file__).resolve().parents[2].parent / "shared"
+IMAGENET = ((123.675, 116.28, 103.53), (58.395, 57.12, 57.375))
+STEM = "p2o.Conv.?,p2o.Conv.1?,p2o.Conv.2[01]"
+"""The detector's backbone up to its first squeeze-excitation (Conv.0 .. Conv.21)."""
+
+
+def test_int16_params_are_symmetric():
+    scale, zero_point = qp.activation16_params(-3.0, 5.0)
+    assert zero_point == 0 and scale == float(np.float32(5.0 / 32767))
+    assert qp.activation16_params(0.0, 0.0) == (1.0, 0)
+    with pytest.raises(Exception, match="t: calibration range \\[2.0, 1.0\\] is inverted"):
+        qp.activation16_params(2.0, 1.0, "t")
+
+
+def test_int16_table_is_exact_at_knots_and_close_between():
+    s_in, s_out = 8.0 / 32767, 8.0 / 32767
+    table = qt.build_table16(qt.hard_swish, s_in, s_out)
+    assert table.dtype == np.int16 and table.shape == (513,)
+    knots = np.arange(-32768, 32768, 128)
+    assert np.array_equal(qt.lookup16(knots, table), table[:512])
+    x = np.arange(-32768, 32768)
+    exact = np.rint(qt.hard_swish(x * s_in) / s_out)
+    # hard-swish's curvature 1/3 over a 128-step chord: at most (128 s_in)^2 / 24 off, plus rounding
+    bound = (128 * s_in) ** 2 / 24 / s_out + 1
+    assert np.abs(qt.lookup16(x, table) - exact).max() <= bound
+
+
+def test_lookup16_rounds_and_floors_like_the_formula():
+    table = np.zeros(513, dtype=np.int16)
+    table[256], table[257] = 0, -3  # decreasing: (-3 * f + 64) >> 7 floors toward -inf
+    for f, expected in ((0, 0), (21, 0), (22, -1), (64, -1), (106, -2), (107, -3), (127, -3)):
+        assert qt.lookup16(np.array([f]), table)[0] == expected, f
+        assert expected == (-3 * f + 64) >> 7
+
+
+def _tensor(shape, storage: int, scale: float, zero_point: int = 0) -> TensorType:
+    return TensorType(UniformQuantizedType(IntegerType(storage), scale, zero_point), shape)
+
+
+def _conv(in_type: TensorType, out_type: TensorType, **kwargs) -> quant.Conv2DOp:
+    x = quant.ConstantOp(np.zeros((1, 2, 4, 4), np.int16 if in_type.element_type.storage_type.width.data == 16 else np.int8), in_type)
+    w = quant.ConstantOp(np.ones((2, 2, 1, 1), np.int8), _tensor((2, 2, 1, 1), 8, 0.1))
+    return quant.Conv2DOp(x.results[0], w.results[0], None, out_type, multiplier=[1 << 30] * 2, shift=[31] * 2, **kwargs)
+
+
+def test_verifier_states_the_int16_rules():
+    good = _conv(_tensor((1, 2, 4, 4), 16, 0.01), _tensor((1, 2, 4, 4), 16, 0.01), act_min=-32768, act_max=32767)
+    good.verify()
+    with pytest.raises(VerifyException, match="quant.conv2d: an int16 input must be symmetric \\(zero point 0\\)"):
+        _conv(_tensor((1, 2, 4, 4), 16, 0.01, 3), _tensor((1, 2, 4, 4), 8, 0.01)).verify()
+    with pytest.raises(VerifyException, match="quant.conv2d: 'lut' must hold 513 i16 values"):
+        _conv(
+            _tensor((1, 2, 4, 4), 8, 0.01), _tensor((1, 2, 4, 4), 16, 0.01), act_min=-32768, act_max=32767,
+            lut=np.zeros(256, np.int16), lut_input_type=UniformQuantizedType(IntegerType(16), 0.01, 0),
+        ).verify()  # fmt: skip
+    with pytest.raises(VerifyException, match="quant.conv2d: the table's input and the result must have the same storage type"):
+        _conv(
+            _tensor((1, 2, 4, 4), 8, 0.01), _tensor((1, 2, 4, 4), 16, 0.01), act_min=-128, act_max=127,
+            lut=np.zeros(513, np.int16), lut_input_type=UniformQuantizedType(IntegerType(8), 0.01, 0),
+        ).verify()  # fmt: skip
+
+
+# ---------------------------------------------------------------------- the real detector
+
+
+def _detector(tmp_path_factory, int16_nodes: str):
+    path = SHARED / "models" / "ppocrv4_det.onnx"
+    assert path.exists(), f"{path} not present: the tests need ../shared beside the repository"
+    module = import_model(load_onnx(path), {"x": [1, 3, 96, 96]}, source=str(path))
+    for p in (OnnxConstantFoldPass(), FoldBatchNormPass(), OnnxShapeInferencePass()):
+        p.apply(Context(), module)
+    float_model = export_model(module)
+    folder = tmp_path_factory.mktemp("calibration")
+    for name in ("page.png", "text.png", "astronaut.png"):
+        (folder / name).symlink_to(SHARED / "images" / name)
+    CalibratePass(data=str(folder), mean=IMAGENET[0], std=IMAGENET[1]).apply(Context(), module)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", QuantizationWarning)
+        QuantizePass(float_nodes="p2o.Sigmoid.0", int16_nodes=int16_nodes).apply(Context(), module)
+    module.verify()
+    return module, float_model, [str(w.message) for w in caught if "stay int8" in str(w.message)]
+
+
+@pytest.fixture(scope="module")
+def detectors(tmp_path_factory):
+    return {name: _detector(tmp_path_factory, nodes) for name, nodes in (("int8", ""), ("int16", STEM))}
+
+
+def test_detector_int16_types_and_refusal(detectors):
+    module, _, refused = detectors["int16"]
+    convs = {op.attributes["onnx_node"].data.split(",")[0]: op for op in module.walk() if isinstance(op, quant.Conv2DOp)}
+    wide = sorted(int(n.split(".")[-1]) for n, op in convs.items() if quant_type_of(op.output).storage_dtype == np.int16)
+    assert wide == list(range(21))  # Conv.21's result feeds a squeeze-excitation Mul
+    assert refused == ["quantize: 1 node(s) stay int8: p2o.Conv.21: 'p2o.Add.151' is read by Mul, which the NPU runs in int8"]
+    assert quant_type_of(convs["p2o.Conv.0"].input).storage_dtype == np.int8  # the image stays int8
+    assert quant_type_of(convs["p2o.Conv.21"].input).storage_dtype == np.int16
+    tabled = convs["p2o.Conv.1"]
+    assert tabled.lut is not None and tabled.lut_input_type.storage_dtype == np.int16
+    assert tabled.act_min.value.data == -32768 and tabled.act_max.value.data == 32767
+
+
+def test_detector_int16_is_closer_to_float(detectors):
+    _, float_model, _ = detectors["int8"]
+    logits = next(n.input[0] for n in float_model.graph.node if n.op_type == "Sigmoid")
+    float_model.graph.output.add().name = logits
+    session = ort.InferenceSession(float_model.SerializeToString(), providers=["CPUExecutionProvider"])
+    samples = list(load_samples(SHARED / "images", input_specs(detectors["int8"][0]), Normalization(*IMAGENET), files=["page.png", "chelsea.png"]))
+    errors: dict[str, list[float]] = {}
+    for name, (module, _, _) in detectors.items():
+        seen = {}
+
+        def observe(op, results):
+            if op.results and value_name(op.results[0]) == logits:
+                element = quant_type_of(op.results[0])
+                seen["logits"] = dequantize(results[0], element.scale, element.zero_point)
+
+        runner = MixedRunner(module)
+        for sample in samples:
+            runner.run(sample, observe)
+            expected = session.run([logits], sample)[0]
+            errors.setdefault(name, []).append(1 - cosine(expected, seen["logits"]))
+    assert all(e16 < e8 for e16, e8 in zip(errors["int16"], errors["int8"], strict=True)), errors
+
+
+def test_detector_int16_qdq_export_matches_reference(detectors):
+    """The last int16 tensor (Conv.20's table output) in onnxruntime's QDQ run against the
+    reference: float convolutions round differently, the tables and types are the same."""
+    module, _, _ = detectors["int16"]
+    conv = next(op for op in module.walk() if isinstance(op, quant.Conv2DOp) and op.attributes["onnx_node"].data.startswith("p2o.Conv.20,"))
+    name, element = value_name(conv.output), quant_type_of(conv.output)
+    assert element.storage_dtype == np.int16 and conv.lut is not None
+    qdq = export_qdq(module)
+    assert qdq.opset_import[0].version >= 21
+    qdq.graph.output.add().name = name
+    session = ort.InferenceSession(qdq.SerializeToString(), providers=["CPUExecutionProvider"])
+    (sample,) = load_samples(SHARED / "images", input_specs(module), Normalization(*IMAGENET), files=["page.png"])
+    seen = {}
+    MixedRunner(module).run(sample, lambda op, results: seen.setdefault("x", results[0]) if op is conv else None)
+    expected = dequantize(seen["x"], element.scale, 0)
+    assert cosine(session.run([name], sample)[0], expected) > 0.9999
