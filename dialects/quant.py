@@ -69,7 +69,7 @@ from xdsl.traits import ConstantLike, Pure
 from xdsl.utils.exceptions import VerifyException
 
 from ember.dialects.dense import numpy_from_dense, print_dense_fast
-from ember.target.isa import ELTW_ADD_LEFT_SHIFT
+from ember.target.isa import ELTW_ADD_LEFT_SHIFT, LUT8_ENTRIES, LUT16_ENTRIES
 
 # --------------------------------------------------------------------------- types
 
@@ -405,6 +405,10 @@ class _RequantizingOp(IRDLOperation):
         """The zero point requantization adds: the table input's, or the result's."""
         return (self.lut_input_type or quant_type_of(self.output)).zero_point
 
+    def table(self) -> np.ndarray | None:
+        """The fused table in the result's storage type (int8 [256] or int16 [513]), or None."""
+        return None if self.lut is None else array_values(self.lut).astype(quant_type_of(self.output).storage_dtype)
+
     def _verify_requant(self, channels: int) -> None:
         weight_type = quant_type_of(self.weight)
         if weight_type.storage_type.width.data != 8 or np.any(weight_type.zero_point_array() != 0):
@@ -431,7 +435,7 @@ class _RequantizingOp(IRDLOperation):
         if self.lut is not None:
             if self.lut_input_type.storage_type != out_type.storage_type:
                 raise VerifyException(f"{self.name}: the table's input and the result must have the same storage type")
-            entries = (256, i8) if out_type.storage_type == i8 else (513, i16)
+            entries = (LUT8_ENTRIES, i8) if out_type.storage_type == i8 else (LUT16_ENTRIES, i16)
             if self.lut.elt_type != entries[1] or array_values(self.lut).size != entries[0]:
                 raise VerifyException(f"{self.name}: 'lut' must hold {entries[0]} {entries[1]} values")
         _check_act(self, self.act_min, self.act_max, self.lut_input_type or quant_type_of(self.output))

@@ -18,9 +18,11 @@ from collections.abc import Callable
 
 import numpy as np
 
+from ember.target.isa import LUT16_ENTRIES, LUT16_FRAC_BITS
+
 INT8_INPUTS = np.arange(-128, 128, dtype=np.int64)
 """The table's inputs, in entry order."""
-INT16_KNOTS = np.arange(513, dtype=np.int64) * 128 - 32768
+INT16_KNOTS = (np.arange(LUT16_ENTRIES, dtype=np.int64) << LUT16_FRAC_BITS) - 32768
 """The int16 table's knots: entry `i` is the output at input `128 * i - 32768`."""
 
 
@@ -53,9 +55,9 @@ def lookup16(x: np.ndarray, table: np.ndarray) -> np.ndarray:
     """POST's interpolated int16 lookup: with `u = x + 32768`, `i = u >> 7`, `f = u & 127`,
     `table[i] + (((table[i+1] - table[i]) * f + 64) >> 7)` (arithmetic shift)."""
     u = np.asarray(x, dtype=np.int64) + 32768
-    i, f = u >> 7, u & 127
+    i, f = u >> LUT16_FRAC_BITS, u & ((1 << LUT16_FRAC_BITS) - 1)
     t = np.asarray(table, dtype=np.int64)
-    return (t[i] + (((t[i + 1] - t[i]) * f + 64) >> 7)).astype(np.int16)
+    return (t[i] + (((t[i + 1] - t[i]) * f + (1 << (LUT16_FRAC_BITS - 1))) >> LUT16_FRAC_BITS)).astype(np.int16)
 
 
 def identity(x: np.ndarray) -> np.ndarray:

@@ -486,8 +486,7 @@ def _scalar(attr) -> int:
 
 def _weights(op: quant.Conv2DOp | quant.ConvTransposeOp | quant.FullyConnectedOp, values: PythonValues):
     bias = values[2] if len(values) > 2 else None
-    lut_table = None if op.lut is None else array_values(op.lut).astype(quant_type_of(op.output).storage_dtype)
-    return values[1], bias, array_values(op.multiplier), array_values(op.shift), lut_table
+    return values[1], bias, array_values(op.multiplier), array_values(op.shift), op.table()
 
 
 @register_impls

@@ -56,7 +56,7 @@ from ember.lowering.tiling import ConvTiling, TilingError, Window, plan_conv, pl
 from ember.support.diagnostics import EmberError
 from ember.target.arch import Arch, load_arch
 from ember.target.capabilities import eltw_shapes_reason, require_npu_support
-from ember.target.isa import Buffer, EltwMode, Opcode, PoolMode, ResizeMode
+from ember.target.isa import Buffer, EltwMode, Opcode, PoolMode, PostLut, ResizeMode
 
 NODE_ATTR = "onnx_node"
 ARG_NAME = "onnx.name"
@@ -191,7 +191,7 @@ class _Lowering:
 
 def _elem_bytes(value: SSAValue) -> int:
     """Bytes per element of a quantized activation: 1 (int8) or 2 (int16)."""
-    return quant_type_of(value).storage_type.width.data // 8
+    return quant_type_of(value).storage_dtype.itemsize
 
 
 INT16_OPS = (quant.Conv2DOp, quant.ConvTransposeOp)
@@ -202,7 +202,11 @@ def _check_int16(node: str, op: Operation) -> None:
     """int16 activations only where CONV reads and POST writes them."""
     wide = [v for v in (*op.operands, *op.results) if isinstance(v.type, TensorType)
             and isinstance(v.type.element_type, quant.UniformQuantizedType) and _elem_bytes(v) == 2]  # fmt: skip
-    allowed = {op.operands[0]} | ({op.results[0]} if isinstance(op, quant.Conv2DOp) else set()) if isinstance(op, INT16_OPS) else set()
+    allowed = set()
+    if isinstance(op, INT16_OPS):
+        allowed.add(op.operands[0])
+    if isinstance(op, quant.Conv2DOp):
+        allowed.add(op.results[0])
     if any(v not in allowed for v in wide):
         raise EmberError(f"{node}: {op.name} on int16 tensors; the NPU computes only convolutions in int16,"
                          " keep this layer's neighbours int8 (model script precision)")  # fmt: skip
@@ -313,7 +317,7 @@ def _conv_layer(lw: _Lowering, x: TensorView, y: TensorView, layer: _ConvLayer, 
         np.stack([layer.bias, layer.multiplier, layer.shift]).astype("<i4"),
     )
     lut = _load_lut(lw, layer.lut) if layer.lut is not None else 0
-    lut_mode = 0 if layer.lut is None else 2 if layer.lut.dtype == np.int16 else 1
+    lut_mode = PostLut.NONE if layer.lut is None else PostLut.INT16 if layer.lut.dtype == np.int16 else PostLut.INT8
     taps = kh * kw
     tile = plan.tile
     grouped = groups > 1
@@ -371,14 +375,13 @@ def _requant_fields(op: quant.Conv2DOp | quant.ConvTransposeOp | quant.FullyConn
         if not isinstance(owner, quant.ConstantOp):
             raise EmberError(f"{op.name}: the bias must be a quant.constant")
         bias = owner.numpy().astype(np.int64)
-    table = None if op.lut is None else array_values(op.lut).astype(quant_type_of(op.output).storage_dtype)
     return dict(
         bias=bias,
         multiplier=array_values(op.multiplier),
         shift=array_values(op.shift),
         out_zp=op.requant_zero_point(),
         act=(_int(op.act_min), _int(op.act_max)),
-        lut=table,
+        lut=op.table(),
     )
 
 
