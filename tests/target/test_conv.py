@@ -7,6 +7,7 @@ import pytest
 
 from ember.target.isa import Buffer, Opcode
 from ember.target.requant import quantize_multiplier, requantize
+from tests.target.conv_helpers import run_conv_post
 
 
 def reference_conv(x, w, zp, pads, stride, dilation, groups):
@@ -42,34 +43,6 @@ CASES = {
     "grouped": dict(h=5, w=5, ic=8, oc=6, k=(3, 3), pads=(0, 0, 0, 0), stride=(1, 1), dil=(1, 1), groups=2),
     "matmul as 1x1": dict(h=1, w=10, ic=32, oc=7, k=(1, 1), pads=(0, 0, 0, 0), stride=(1, 1), dil=(1, 1), groups=1),
 }
-
-
-def run_conv_post(tile_program, x, w, zp, pads, stride, dil, groups, bias, m, s, zp_out, lut=None, split=False):
-    """Load x (padded with zp) and w, CONV (or two CONVs over the two halves of the input
-    channels, the second accumulating, when `split`), POST, store."""
-    h, wd, ic = x.shape
-    oc, kh, kw, _ = w.shape
-    top, bottom, left, right = pads
-    ih, iw = h + top + bottom, wd + left + right
-    oh = (ih - dil[0] * (kh - 1) - 1) // stride[0] + 1
-    ow = (iw - dil[1] * (kw - 1) - 1) // stride[1] + 1
-    padding = dict(pad_top=top, pad_bottom=bottom, pad_left=left, pad_right=right, pad_value=zp)
-    geometry = dict(ih=ih, iw=iw, oc=oc, kh=kh, kw=kw, sh=stride[0], sw=stride[1], dh=dil[0], dw=dil[1], in_zp=zp)
-    parts = [(0, ic // 2), (ic // 2, ic)] if split else [(0, ic)]
-    prog = tile_program()
-    prog.load(Buffer.PAR, 0, np.concatenate([bias, m, s]).astype(np.int32))
-    if lut is not None:
-        prog.load(Buffer.LUT, 256, lut)
-    for k, (lo, hi) in enumerate(parts):
-        part = np.ascontiguousarray(w[..., lo:hi])
-        prog.load(Buffer.WGT, 8192 * k, part.reshape(oc, kh * kw, -1), (oc, kh * kw, part.shape[3]))
-        prog.load(Buffer.INP, 4096 * k, np.ascontiguousarray(x[..., lo:hi]), **padding)
-    for k, (lo, hi) in enumerate(parts):
-        channels = hi - lo if split else ic
-        prog.op(Opcode.CONV, inp=4096 * k, wgt=8192 * k, acc=0, ic=channels, groups=groups, accumulate=k, **geometry)
-    prog.op(Opcode.POST, acc=0, par=0, out=60000, lut=256, count=oh * ow, channels=oc, zp_out=zp_out,
-            act_min=-128, act_max=127, use_lut=int(lut is not None))  # fmt: skip
-    return prog.run(Buffer.INP, 60000, (oh, ow, oc))
 
 
 @pytest.mark.parametrize("name", list(CASES))

@@ -18,34 +18,10 @@ from ember.target.isa import Buffer, Opcode
 from ember.target.program import Access, accesses
 from ember.target.requant import quantize_multiplier, requantize
 from ember.target.simulator import Simulator
+from tests.target.conv_helpers import conv_int64, direct_conv, run_conv_post, wrap32
 
 INT16 = np.iinfo(np.int16)
 IDENTITY = (1 << 30, 30)  # requantize multiplier and shift of exactly 1.0
-
-
-def wrap32(values: np.ndarray) -> np.ndarray:
-    """int64 values taken modulo 2^32 into [-2^31, 2^31)."""
-    return ((np.asarray(values, dtype=np.int64) + 2**31) % 2**32 - 2**31).astype(np.int32)
-
-
-def conv_int64(x, w, stride, dilation, groups):
-    """sum x * w over each group's channels and taps, in int64, one tap at a time (not
-    wrapped: callers wrap, or check the value needed wrapping)."""
-    oc, kh, kw, icg = w.shape
-    ih, iw, _ = x.shape
-    oh = (ih - dilation[0] * (kh - 1) - 1) // stride[0] + 1
-    ow = (iw - dilation[1] * (kw - 1) - 1) // stride[1] + 1
-    xs = x.astype(np.int64)
-    out = np.zeros((oh, ow, oc), dtype=np.int64)
-    ocg = oc // groups
-    for o in range(oc):
-        g = o // ocg
-        for ky in range(kh):
-            for kx in range(kw):
-                y0, x0 = ky * dilation[0], kx * dilation[1]
-                patch = xs[y0 : y0 + stride[0] * (oh - 1) + 1 : stride[0], x0 : x0 + stride[1] * (ow - 1) + 1 : stride[1]]
-                out[:, :, o] += patch[:, :, g * icg : (g + 1) * icg] @ w[o, ky, kx].astype(np.int64)
-    return out
 
 
 def post_reference(acc, bias, m, s, zp, lo, hi) -> np.ndarray:
@@ -94,7 +70,7 @@ def test_int16_conv_paths_match_int64(name, full_range, kernel_threads):
     assert kernels._accumulation_dtype(x, w, 0) == (np.float64 if full_range else np.float32)
     got = kernels.conv(x, w, 0, stride, dilation, groups)
     assert got.dtype == np.int32
-    assert np.array_equal(got, wrap32(conv_int64(x, w, stride, dilation, groups)))
+    assert np.array_equal(got, direct_conv(x, w, 0, stride, dilation, groups))
 
 
 WRAPPING = {
@@ -114,7 +90,7 @@ def test_int16_extremes_wrap_around_like_the_accumulator(name, kernel_threads):
     w[1::2] = 127
     for value in (INT16.min, INT16.max):
         x = np.full((ih, iw, ic), value, dtype=np.int16)
-        exact = conv_int64(x, w, (1, 1), (1, 1), groups)
+        exact = conv_int64(x, w, 0, (1, 1), (1, 1), groups)
         assert (np.abs(exact) >= 2**31).all()
         assert np.array_equal(kernels.conv(x, w, 0, (1, 1), (1, 1), groups), wrap32(exact))
 
@@ -126,7 +102,7 @@ def test_int16_conv_accumulates_with_wrap_around(name, kernel_threads):
     rng = np.random.default_rng(len(name) + 100)
     x = rng.integers(INT16.min, INT16.max + 1, (ih, iw, ic)).astype(np.int16)
     w = rng.integers(-128, 128, (oc, kh, kw, ic // groups)).astype(np.int8)
-    exact = conv_int64(x, w, stride, dilation, groups)
+    exact = conv_int64(x, w, 0, stride, dilation, groups)
     held = rng.choice(np.array([np.iinfo(np.int32).min, -1, 0, np.iinfo(np.int32).max], dtype=np.int32), exact.shape)
     out = held.copy()
     kernels.Conv(x.shape, w.shape, 0, stride, dilation, groups, accumulate=True, in_i16=True)(out, x, w)
@@ -214,40 +190,6 @@ def test_post_refuses_a_table_of_the_other_type():
 # --------------------------------------------------------------- whole programs
 
 
-def as_bytes(x16: np.ndarray) -> np.ndarray:
-    """An int16 [h, w, c] tile as the int8 byte box [h, w, 2c] that LOAD moves."""
-    return np.ascontiguousarray(x16, dtype="<i2").view(np.int8)
-
-
-def run_a16w8(tile_program, x, w, pads, stride, dil, groups, params, post, lut=None, split=False):
-    """LOAD the bytes of the int16 tile x (zero-byte padding), CONV in_i16 (two CONVs over
-    the halves of the input channels when `split`), POST with `post`'s fields, STORE.
-    Returns the result as int16 if post["out_i16"] else int8."""
-    h, wd, ic = x.shape
-    oc, kh, kw, _ = w.shape
-    top, bottom, left, right = pads
-    ih, iw = h + top + bottom, wd + left + right
-    oh = (ih - dil[0] * (kh - 1) - 1) // stride[0] + 1
-    ow = (iw - dil[1] * (kw - 1) - 1) // stride[1] + 1
-    padding = dict(pad_top=top, pad_bottom=bottom, pad_left=left, pad_right=right, pad_value=0)
-    geometry = dict(ih=ih, iw=iw, oc=oc, kh=kh, kw=kw, sh=stride[0], sw=stride[1], dh=dil[0], dw=dil[1], in_i16=1)
-    parts = [(0, ic // 2), (ic // 2, ic)] if split else [(0, ic)]
-    prog = tile_program()
-    prog.load(Buffer.PAR, 0, np.concatenate(params).astype(np.int32))
-    if lut is not None:
-        prog.load(Buffer.LUT, 512, lut.view(np.int8) if lut.dtype == np.int16 else lut)
-    for k, (lo, hi) in enumerate(parts):
-        part = np.ascontiguousarray(w[..., lo:hi])
-        prog.load(Buffer.WGT, 8192 * k, part.reshape(oc, kh * kw, -1), (oc, kh * kw, part.shape[3]))
-        prog.load(Buffer.INP, 8192 * k, as_bytes(x[..., lo:hi]), **padding)
-    for k, (lo, hi) in enumerate(parts):
-        prog.op(Opcode.CONV, inp=8192 * k, wgt=8192 * k, acc=0, ic=hi - lo if split else ic, groups=groups, accumulate=k, **geometry)
-    prog.op(Opcode.POST, acc=0, par=0, out=60000, lut=512, count=oh * ow, channels=oc, **post)
-    if post.get("out_i16"):
-        return prog.run(Buffer.INP, 60000, (oh, ow, 2 * oc)).view("<i2")
-    return prog.run(Buffer.INP, 60000, (oh, ow, oc))
-
-
 PROGRAMS = {
     "3x3 pad 1": dict(h=7, w=6, ic=8, oc=5, k=(3, 3), pads=(1, 1, 1, 1), stride=(1, 1), dil=(1, 1), groups=1),
     "stride 2": dict(h=9, w=8, ic=4, oc=6, k=(3, 3), pads=(1, 0, 1, 0), stride=(2, 2), dil=(1, 1), groups=1),
@@ -266,7 +208,7 @@ def program_case(name: str):
     m, s = quantize_multiplier(rng.uniform(0.0002, 0.002, case["oc"]))
     top, bottom, left, right = case["pads"]
     padded = np.pad(x, ((top, bottom), (left, right), (0, 0)))
-    acc = wrap32(conv_int64(padded, w, case["stride"], case["dil"], case["groups"]))
+    acc = direct_conv(padded, w, 0, case["stride"], case["dil"], case["groups"])
     return case, rng, x, w, (bias, m, s), acc
 
 
@@ -281,11 +223,11 @@ def test_int16_program_with_the_int16_table(tile_program, name, split, kernel_th
     lut = np.sort(rng.integers(INT16.min, INT16.max + 1, 513))[::-1].astype(np.int16)
     post = dict(zp_out=0, act_min=-20000, act_max=INT16.max, use_lut=2, out_i16=1)
     geometry = (case["pads"], case["stride"], case["dil"], case["groups"])
-    got = run_a16w8(tile_program, x, w, *geometry, (bias, m, s), post, lut, split=split)
+    got = run_conv_post(tile_program, x, w, 0, *geometry, bias, m, s, 0, lut, split=split, post=post)
     y = post_reference(acc, bias, m, s, 0, -20000, INT16.max)
     assert got.dtype == np.int16
     assert np.array_equal(got, lookup16(y, lut))
-    plain = run_a16w8(tile_program, x, w, *geometry, (bias, m, s), {**post, "use_lut": 0})
+    plain = run_conv_post(tile_program, x, w, 0, *geometry, bias, m, s, 0, post={**post, "use_lut": 0})
     assert np.array_equal(plain, y)
     assert len(np.unique(y)) > 10  # the outputs span the int16 range, not one clamp value
 
@@ -297,7 +239,7 @@ def test_int16_input_to_int8_output(tile_program, with_table):
     m, s = quantize_multiplier(rng.uniform(0.000005, 0.00002, case["oc"]))
     lut = rng.integers(-128, 128, 256).astype(np.int8) if with_table else None
     post = dict(zp_out=-3, act_min=-100, act_max=127, use_lut=int(with_table), out_i16=0)
-    got = run_a16w8(tile_program, x, w, case["pads"], case["stride"], case["dil"], 1, (bias, m, s), post, lut)
+    got = run_conv_post(tile_program, x, w, 0, case["pads"], case["stride"], case["dil"], 1, bias, m, s, -3, lut, post=post)
     y = post_reference(acc, bias, m, s, -3, -100, 127)
     assert got.dtype == np.int8
     assert np.array_equal(got, lut[y + 128] if with_table else y)

@@ -14,6 +14,7 @@ import pytest
 from ember.target import kernels
 from ember.target.isa import ELTW_ADD_LEFT_SHIFT
 from ember.target.requant import requantize
+from tests.target.conv_helpers import direct_conv
 
 INT32 = np.iinfo(np.int32)
 
@@ -172,25 +173,6 @@ def test_global_pool_sum_is_one_window_sum():
     x = rng.integers(-128, 128, (6, 5, 3)).astype(np.int8)
     got = kernels.pool_sum(x, (6, 5), (1, 1), (1, 0, 0, 2), 7)
     assert np.array_equal(got[0, 0], (x[1:, :3].astype(np.int64) - 7).sum(axis=(0, 1)))
-
-
-def direct_conv(x, w, zp, stride, dilation, groups):
-    """int64, one tap at a time over the window view, wrapped to int32."""
-    oc, kh, kw, icg = w.shape
-    ih, iw, _ = x.shape
-    oh = (ih - dilation[0] * (kh - 1) - 1) // stride[0] + 1
-    ow = (iw - dilation[1] * (kw - 1) - 1) // stride[1] + 1
-    xc = x.astype(np.int64) - zp
-    out = np.zeros((oh, ow, oc), dtype=np.int64)
-    ocg = oc // groups
-    for o in range(oc):
-        g = o // ocg
-        for ky in range(kh):
-            for kx in range(kw):
-                y0, x0 = ky * dilation[0], kx * dilation[1]
-                patch = xc[y0 : y0 + stride[0] * (oh - 1) + 1 : stride[0], x0 : x0 + stride[1] * (ow - 1) + 1 : stride[1]]
-                out[:, :, o] += patch[:, :, g * icg : (g + 1) * icg] @ w[o, ky, kx].astype(np.int64)
-    return out.astype(np.int32)
 
 
 CONVS = {
