@@ -150,7 +150,8 @@ class Compiler:
         for line in stderr.getvalue().splitlines():
             self.note(line)
         for warning in caught:
-            self.note(f"{name}: {warning.message}")
+            text = str(warning.message)  # the quantizer's own warnings already name their stage
+            self.note(text if text.startswith(f"{name}:") else f"{name}: {text}")
         stage = Stage(name, time.perf_counter() - start, [f"{self.stem}{a}" for a in artifacts])
         self.summary.stages.append(stage)
         self.on_stage(stage)

@@ -10,7 +10,7 @@
     bias_correction(on)                       # empirical bias correction after quantization: on | off
     weight_rounding(gptq)                     # int8 weight rounding: nearest | gptq
     precision(conv_last, float)               # keep one node in float (on the host)
-    precision([stem, "block1.*"], int16)      # int16 results for these convolutions (glob patterns)
+    precision([x, stem, "block1.*"], int16)   # int16 for this input and these convolutions' results (globs)
     calibration(size=32)
 
 The grammar (`model_script.lark`) is generic, `name = command(arg, key=value, ...)`;

@@ -24,7 +24,7 @@ from ember.target.isa import Opcode
 
 
 def _dtype(region: Region) -> str:
-    """int8, or what a pass recorded (`npu-preproc`: uint8 frames)."""
+    """int8, or what the lowering recorded (int16 tensors) or a pass (`npu-preproc`: uint8 frames)."""
     dtype = region.extra.get("dtype")
     return dtype.data if isinstance(dtype, StringAttr) else "int8"
 
@@ -32,7 +32,8 @@ def _dtype(region: Region) -> str:
 def _io_entry(region: Region) -> dict[str, Any]:
     pixel_format = region.extra.get("pixel_format")
     normalization = region.extra.get("normalization")
-    return {
+    normalized_dtype = region.extra.get("normalized_dtype")  # a frame input: what PREPROC writes
+    entry = {
         "name": region.name,
         "offset": region.offset,
         "shape": list(region.shape),
@@ -45,6 +46,9 @@ def _io_entry(region: Region) -> dict[str, Any]:
         if isinstance(normalization, DictionaryAttr)
         else None,
     }
+    if isinstance(normalized_dtype, StringAttr):
+        entry["normalized_dtype"] = normalized_dtype.data
+    return entry
 
 
 def _memmap_entry(region: Region) -> dict[str, Any]:

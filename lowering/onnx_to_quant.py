@@ -37,7 +37,10 @@ requantization multipliers from `ember.target.requant.quantize_multiplier`
 patterns) get int16 symmetric results (and table inputs, with 513-entry interpolated
 tables), when every reader of the result is a convolution (Conv, ConvTranspose): the
 NPU's CONV reads int16 tiles and its POST writes them, its other units are int8. The
-others stay int8 and are listed in `Lowering.int16_refused`. Tables are built in float64 by evaluating the matched
+others stay int8 and are listed in `Lowering.int16_refused`. A graph input named there
+is quantized to int16 under the same rule (PREPROC writes it in int16 on the NPU); for
+an image model whose first layer is a convolution this removes the input's own int8
+rounding, which is coarser than the pixels it comes from. Tables are built in float64 by evaluating the matched
 ONNX nodes themselves (ONNX's reference evaluator), so any elementwise chain of one
 tensor becomes an exact table.
 
@@ -368,10 +371,9 @@ class Lowering:
         scale, zero_point = activation_params(lo, hi, value_name(value))
         return UniformQuantizedType(IntegerType(8), scale, zero_point)
 
-    def wants_int16(self, anchor: OnnxOp, out: SSAValue) -> bool:
-        """Whether the chain anchored at `anchor` computes `out` in int16: its node is
-        named in `int16_nodes` and only convolutions read `out`."""
-        name = anchor.node_name or ""
+    def wants_int16(self, name: str, out: SSAValue) -> bool:
+        """Whether `out` (computed by node `name`, or the graph input `name`) is int16:
+        `name` is named in `int16_nodes` and only convolutions read `out`."""
         if not any(fnmatch.fnmatchcase(name, pattern) for pattern in self.int16_nodes):
             return False
         for use in out.uses:
@@ -415,7 +417,8 @@ class Lowering:
         else:
             if not _is_f32(value) or any(d < 0 for d in value.type.get_shape()):
                 raise NotQuantizable(f"'{value_name(value)}' is not a float32 tensor of static shape")
-            op = quant.QuantizeOp(value, self.tensor(value, self.act_type(value)))
+            int16 = isinstance(value, BlockArgument) and self.wants_int16(value_name(value), value)
+            op = quant.QuantizeOp(value, self.tensor(value, self.act_type(value, int16)))
             op.attributes[OUTPUT_NAMES] = ArrayAttr([StringAttr(value_name(value))])
             where = InsertPoint.at_start(self.block) if isinstance(value, BlockArgument) else InsertPoint.after(value.owner)
             Rewriter.insert_op(op, where)
@@ -791,7 +794,7 @@ def lower_weighted(match: Match, lowering: Lowering) -> SSAValue:
     name = anchor.node_name or anchor.ONNX_TYPE
     x = lowering.quantized(anchor.input_slots()[0])
     in_type = quant_type_of(x)
-    int16 = anchor.ONNX_TYPE == "Conv" and lowering.wants_int16(anchor, match.output)
+    int16 = anchor.ONNX_TYPE == "Conv" and lowering.wants_int16(anchor.node_name or "", match.output)
     activation = lowering.activation(tail, pre, match.output, int16=int16)
     q_weight, w_scales = quantize_weights(weight, 0, f"{name} weights")
     if (hessian := lowering.hessians.get(anchor.node_name)) is not None and anchor.ONNX_TYPE != "ConvTranspose":

@@ -31,7 +31,8 @@ Mapping of the ops:
 - reshape, transpose, slice, pad: strided DMA (a reshape that keeps the NHWC bytes is
   free: the result aliases the input).
 - quantize / dequantize: only at the model boundary; they become the scale and zero point
-  of the binary's inputs and outputs (the host converts).
+  of the binary's inputs and outputs (the host converts). An input quantized to int16
+  (read only by convolutions) is an int16 NHWC input in IODESC.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ import numpy as np
 from xdsl.context import Context
 from xdsl.dialects import func
 from xdsl.dialects.builtin import ArrayAttr, DictionaryAttr, ModuleOp, StringAttr, TensorType
-from xdsl.ir import Operation, SSAValue
+from xdsl.ir import Attribute, Operation, SSAValue
 from xdsl.passes import ModulePass
 
 from ember.dialects import quant
@@ -161,7 +162,7 @@ class _Lowering:
             )  # fmt: skip
         else:
             region = Region(self._unique(self.tensor_name(value)), "scratch", rows * cols * chans * elem_bytes,
-                            _io_shape(shape), _layout(shape), self.builder.node)  # fmt: skip
+                            _io_shape(shape), _layout(shape), self.builder.node, extra=_dtype_extra(elem_bytes))  # fmt: skip
         self.builder.add_region(region)
         view = TensorView(region.name, rows, cols, chans, elem_bytes)
         self.views[value] = view
@@ -192,6 +193,11 @@ class _Lowering:
 def _elem_bytes(value: SSAValue) -> int:
     """Bytes per element of a quantized activation: 1 (int8) or 2 (int16)."""
     return quant_type_of(value).storage_dtype.itemsize
+
+
+def _dtype_extra(elem_bytes: int) -> dict[str, Attribute]:
+    """Region attributes naming an int16 tensor's dtype in IODESC / MEMMAP (int8 is the default)."""
+    return {"dtype": StringAttr("int16")} if elem_bytes == 2 else {}
 
 
 INT16_OPS = (quant.Conv2DOp, quant.ConvTransposeOp)
@@ -972,10 +978,11 @@ def lower_function(function: func.FuncOp, arch: Arch) -> ProgramBuilder:
             shape = _shape(target)
             rows, cols, chans = physical_dims(shape, name)
             qtype = quant_type_of(target)
+            elem_bytes = _elem_bytes(target)
             if name not in lw.builder.regions:
-                lw.builder.add_region(Region(name, "input", rows * cols * chans, _io_shape(shape), _layout(shape),
-                                             "", qtype.scale, qtype.zero_point))  # fmt: skip
-            lw.views[target] = TensorView(name, rows, cols, chans)
+                lw.builder.add_region(Region(name, "input", rows * cols * chans * elem_bytes, _io_shape(shape), _layout(shape),
+                                             "", qtype.scale, qtype.zero_point, extra=_dtype_extra(elem_bytes)))  # fmt: skip
+            lw.views[target] = TensorView(name, rows, cols, chans, elem_bytes)
     for index, op in enumerate(block.ops):
         lw.op_index = index
         if isinstance(op, (func.ReturnOp, quant.ConstantOp, quant.QuantizeOp, quant.DequantizeOp)):

@@ -12,7 +12,8 @@ as `ember.calibration`) or from a `*_quant_info.json` file (`quant_info`). Nodes
 in `float_nodes` (comma separated) stay float on the host, like every node no pattern
 matches; one warning lists them. Convolutions matching `int16_nodes` (comma separated
 names or glob patterns) get int16 results where only convolutions read them (a16w8,
-`ember.lowering.onnx_to_quant`). `bias_correction=true` then corrects the int32 biases
+`ember.lowering.onnx_to_quant`); a graph input named there is quantized to int16 under
+the same rule. `bias_correction=true` then corrects the int32 biases
 on the samples `calibrate` recorded (`ember.passes.bias_correct`), normalized as
 `calibrate` does by default (the normalization `extract-normalization` recorded).
 `weight_rounding=gptq` rounds the int8 weights with GPTQ on the input statistics of the

@@ -10,10 +10,11 @@
 
 The NPU boundary follows the binary's IODESC: a PREPROC input takes the raw uint8 frame
 (`[1, H, W, 3]` rgb/bgr, or `[1, H*3/2, W]` nv12; `[H, W, 3]` is accepted too); any other
-input takes float NCHW that the runtime quantizes (ONNX QuantizeLinear) and lays out NHWC.
+input takes float NCHW that the runtime quantizes (ONNX QuantizeLinear, to the IODESC
+dtype: int8, or int16 for an input that only convolutions read) and lays out NHWC.
 Outputs are dequantized and laid back out NCHW. The NPU is the simulator, or with
 `reference=True` the quant reference interpreter on `<p>_quantized.mlir`; the two agree
-bit for bit at the int8 boundary.
+bit for bit at the integer boundary.
 
 Values flow by ONNX tensor name: graph inputs feed the pre part (when there is one), its
 outputs and the graph inputs feed the NPU, and everything so far feeds the post part. The
@@ -82,7 +83,7 @@ def _session(model: onnx.ModelProto | str | Path):
 
 
 class _ReferenceNpu:
-    """The quant reference interpreter behind the same int8 boundary as the simulator."""
+    """The quant reference interpreter behind the same integer boundary as the simulator."""
 
     def __init__(self, mlir_path: Path, ebin: Ebin):
         from xdsl.dialects.builtin import ModuleOp
@@ -106,7 +107,7 @@ class _ReferenceNpu:
 
         floats = {}
         for desc in self.ebin.iodesc["inputs"]:
-            q = npu_input_int8(desc, inputs[desc["name"]])
+            q = npu_input(desc, inputs[desc["name"]])
             floats[desc["name"]] = dequantize(q.transpose(0, 3, 1, 2) if q.ndim == 4 else q, desc["scale"], desc["zero_point"])
         captured: dict[Any, np.ndarray] = {}
 
@@ -127,9 +128,9 @@ class _ReferenceNpu:
         return out
 
 
-def npu_input_int8(desc: Mapping[str, Any], value: np.ndarray) -> np.ndarray:
-    """The int8 NHWC tensor the NPU computes on for an input value as `run` takes it
-    (through the PREPROC tables for a raw-frame input)."""
+def npu_input(desc: Mapping[str, Any], value: np.ndarray) -> np.ndarray:
+    """The int8 (or int16) NHWC tensor the NPU computes on for an input value as `run_npu`
+    takes it (through the PREPROC tables for a raw-frame input)."""
     if desc["pixel_format"] == "none":
         return value
     from ember.frontend.samples import Normalization
@@ -138,7 +139,8 @@ def npu_input_int8(desc: Mapping[str, Any], value: np.ndarray) -> np.ndarray:
     from ember.target.isa import ChannelOrder, PixelFormat
 
     norm = desc["normalization"]
-    tables = preproc_tables(Normalization(tuple(norm["mean"]), tuple(norm["std"])), desc["scale"], desc["zero_point"])
+    tables = preproc_tables(Normalization(tuple(norm["mean"]), tuple(norm["std"])), desc["scale"], desc["zero_point"],
+                            desc.get("normalized_dtype", "int8"))
     fmt = PixelFormat[desc["pixel_format"].upper()]
     frame = value[0]
     if fmt == PixelFormat.NV12:
@@ -212,11 +214,12 @@ class Accelerator:
             raise EmberError(f"input '{name}': expected float32 of shape {logical}, got {list(value.shape)} {value.dtype}")
         if not np.isfinite(value).all():
             raise EmberError(f"input '{name}': contains NaN or Inf; the NPU quantizes finite values only")
-        q = quantize(value, desc["scale"], desc["zero_point"])
+        info = np.iinfo(desc["dtype"])  # int8, or int16 for an input only convolutions read
+        q = quantize(value, desc["scale"], desc["zero_point"], None, info.min, info.max).astype(info.dtype)
         return np.ascontiguousarray(q.transpose(0, 2, 3, 1)) if desc["layout"] == "NHWC" else q
 
     def run_npu(self, inputs: Mapping[str, np.ndarray]) -> Arrays:
-        """The NPU alone at its int8 boundary: IODESC-shaped arrays in and out."""
+        """The NPU alone at its integer boundary: IODESC-shaped arrays in and out."""
         return self.reference.run(inputs) if self.reference else self.simulator.run(inputs)
 
     # --------------------------------------------------------------------- run

@@ -9,7 +9,8 @@
   passes of each: the int8 MAC array multiplies its low and its high byte separately.
 - Vector instructions (POST, ELTW, POOL, RESIZE, PREPROC): `compute_setup_cycles +
   ceil(element operations / vector_lanes)`, where POOL costs one operation per window tap
-  and bilinear RESIZE four per output element.
+  and bilinear RESIZE four per output element. An int16 result (POST's or PREPROC's
+  `out_i16`) costs the same: the element count, not the bytes, sets the lane work.
 - SYNC and END cost one cycle.
 """
 

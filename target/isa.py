@@ -23,7 +23,7 @@ import numpy as np
 
 from ember.support.diagnostics import EmberError
 
-ISA_VERSION = 2
+ISA_VERSION = 3
 RECORD_SIZE = 64
 HEADER_SIZE = 4
 
@@ -361,16 +361,26 @@ FORMATS: dict[Opcode, Format] = {
         Format(
             Opcode.PREPROC,
             Engine.COMPUTE,
-            "raw uint8 camera frame -> int8 NHWC through per-channel 256-entry tables",
+            "raw uint8 camera frame -> int8 (or int16) NHWC through per-channel 256-entry tables",
             (
                 Field("inp", "<u4", "packed pixels [h, w, 3], or the NV12 Y plane [h, w], in `inp`"),
                 Field("uv", "<u4", "NV12 interleaved UV plane [h/2, w/2, 2] in `inp`"),
-                Field("out", "<u4", "int8 result [h, w, 3] in `inp`"),
-                Field("lut", "<u4", "three 256-entry int8 tables, one per output channel, in `lut`"),
+                Field("out", "<u4", "result [h, w, 3] in `inp`: int8, or int16 (even address) if out_i16"),
+                Field(
+                    "lut",
+                    "<u4",
+                    "three 256-entry tables, one per output channel, in `lut`: int8, or int16 (even address) if out_i16",
+                ),
                 Field("height", "<u2", "rows (even for nv12)"),
                 Field("width", "<u2", "columns (even for nv12)"),
                 Field("pixel_format", "u1", "pixel format of the frame", PixelFormat),
                 Field("order", "u1", "channel order of the result", ChannelOrder),
+                Field(
+                    "out_i16",
+                    "u1",
+                    "1: int16 result [h, w, 3] (2 bytes per element, little-endian, even address) through three"
+                    " 256-entry int16 tables (512 bytes each, even address), 0: int8",
+                ),
             ),
         ),
         Format(

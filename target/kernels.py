@@ -785,8 +785,8 @@ def preproc(
     order: ChannelOrder,
     tables: np.ndarray,
 ) -> np.ndarray:
-    """uint8 frame -> int8 [h, w, 3]: convert to RGB (or BGR, by `order`), then
-    out[..., k] = tables[k][pixel[..., k]] (tables int8 [3, 256])."""
+    """uint8 frame -> [h, w, 3] of the tables' type: convert to RGB (or BGR, by `order`),
+    then out[..., k] = tables[k][pixel[..., k]] (tables int8 or int16 [3, 256])."""
     if fmt == PixelFormat.NV12:
         rgb = nv12_to_rgb(pixels, uv_plane)
     elif fmt == PixelFormat.BGR:

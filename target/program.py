@@ -123,6 +123,8 @@ def check_structure(insn: Instruction) -> str | None:
             return "height and width must be at least 1"
         if insn.pixel_format == PixelFormat.NV12 and (insn.height % 2 or insn.width % 2):
             return "an NV12 frame needs even height and width"
+        if problem := _check_preproc_i16(insn):
+            return problem
     if op in (Opcode.POST, Opcode.ELTW, Opcode.POOL, Opcode.RESIZE) and insn.act_min > insn.act_max:
         return "act_min is greater than act_max"
     if op in (Opcode.ELTW, Opcode.POOL, Opcode.RESIZE) and not (op == Opcode.POOL and insn.mode == PoolMode.SUM):
@@ -146,6 +148,17 @@ def _check_conv_i16(insn: Instruction) -> str | None:
         return f"in_zp = {insn.in_zp} with in_i16 = 1; int16 inputs are symmetric (in_zp must be 0)"
     if insn.in_i16 and insn.inp % 2:
         return _odd("inp", insn.inp)
+    return None
+
+
+def _check_preproc_i16(insn: Instruction) -> str | None:
+    """Why PREPROC's int16 flag is not usable, or None."""
+    if insn.out_i16 > 1:
+        return f"out_i16 = {insn.out_i16} is not 0 or 1"
+    if insn.out_i16 and insn.out % 2:
+        return _odd("out", insn.out)
+    if insn.out_i16 and insn.lut % 2:
+        return _odd("lut", insn.lut)
     return None
 
 
@@ -231,10 +244,10 @@ def accesses(insn: Instruction) -> list[Access]:
             Access(Buffer.INP, insn.out, insn.out + insn.oh * insn.ow * c, True),
         ]
     if op == Opcode.PREPROC:
-        pixels = insn.height * insn.width
+        pixels, elem = insn.height * insn.width, 2 if insn.out_i16 else 1  # bytes per table entry and result
         found = [
-            Access(Buffer.LUT, insn.lut, insn.lut + 3 * 256, False),
-            Access(Buffer.INP, insn.out, insn.out + 3 * pixels, True),
+            Access(Buffer.LUT, insn.lut, insn.lut + 3 * 256 * elem, False),
+            Access(Buffer.INP, insn.out, insn.out + 3 * pixels * elem, True),
         ]
         if insn.pixel_format == PixelFormat.NV12:
             found += [

@@ -387,8 +387,8 @@ class _Machine:
         else:
             pixels = raw[insn.inp : insn.inp + h * w * 3].reshape(h, w, 3)
             uv = None
-        tables = self.tile(Buffer.LUT, insn.lut, (3, 256))
-        out = self.tile(Buffer.INP, insn.out, (h, w, 3))
+        tables = self.tile(Buffer.LUT, insn.lut, (3, 256), bool(insn.out_i16))
+        out = self.tile(Buffer.INP, insn.out, (h, w, 3), bool(insn.out_i16))
         order = ChannelOrder(insn.order)
         return lambda: np.copyto(out, kernels.preproc(pixels, uv, fmt, order, tables))
 

@@ -2,7 +2,8 @@
 `.ebin` and simulated: the NPU's outputs equal the quant reference interpreter's bit for
 bit. Both are cut by `autocrop`: the detector (at 160x160) runs through its head's two
 ConvTranspose layers, and only the final Sigmoid stays on the host; once more with its
-first 21 convolutions in int16 (CONV `in_i16`, POST `out_i16` and interpolated tables)."""
+image input and first 21 convolutions in int16 (CONV `in_i16`, POST `out_i16` and
+interpolated tables)."""
 
 from __future__ import annotations
 
@@ -36,7 +37,7 @@ MODELS = {
     "ppocrv4_det_int16": dict(
         file="ppocrv4_det.onnx", shape="x=1,3,160,160", cut=[AutocropPass(remarks=False)],
         mean=(123.675, 116.28, 103.53), std=(58.395, 57.12, 57.375), ops={"quant.conv_transpose": 2},
-        int16_nodes="p2o.Conv.?,p2o.Conv.1?,p2o.Conv.2[01]",
+        int16_nodes="x,p2o.Conv.?,p2o.Conv.1?,p2o.Conv.2[01]", input_dtype="int16",
     ),
     "ppocr_mobile_v2_cls": dict(
         file="ppocr_mobile_v2_cls.onnx", shape="x=1,3,48,192", cut=[AutocropPass(remarks=False)],
@@ -69,7 +70,9 @@ def test_real_model_bit_exact(case):
     sim = Simulator(parse(data, "model.ebin"))
     (x_desc,) = sim.ebin.iodesc["inputs"]
     (y_desc,) = sim.ebin.iodesc["outputs"]
-    x = np.random.default_rng(7).integers(-128, 128, size=x_desc["shape"]).astype(np.int8)
+    assert x_desc["dtype"] == case.get("input_dtype", "int8")
+    info = np.iinfo(x_desc["dtype"])
+    x = np.random.default_rng(7).integers(info.min, info.max + 1, size=x_desc["shape"]).astype(info.dtype)
     got = sim.run({x_desc["name"]: x})[y_desc["name"]]
     # the reference takes the float input the host would quantize to exactly x
     real = (x.transpose(0, 3, 1, 2).astype(np.float32) - x_desc["zero_point"]) * np.float32(x_desc["scale"])

@@ -1,6 +1,6 @@
 """int16 activations (a16w8, `precision(..., int16)`): parameters, interpolated tables,
-verification, and the real detector with its first convolutions in int16: closer to float
-than int8, and its QDQ export equal to the reference interpreter."""
+verification, and the real detector with its image input and first convolutions in int16:
+closer to float than int8, and its QDQ export equal to the reference interpreter."""
 
 from __future__ import annotations
 
@@ -35,8 +35,8 @@ from ember.passes.quantize import QuantizePass
 
 SHARED = Path(__file__).resolve().parents[2].parent / "shared"
 IMAGENET = ((123.675, 116.28, 103.53), (58.395, 57.12, 57.375))
-STEM = "p2o.Conv.?,p2o.Conv.1?,p2o.Conv.2[01]"
-"""The detector's backbone up to its first squeeze-excitation (Conv.0 .. Conv.21)."""
+STEM = "x,p2o.Conv.?,p2o.Conv.1?,p2o.Conv.2[01]"
+"""The detector's image input and backbone up to its first squeeze-excitation (Conv.0 .. Conv.21)."""
 
 
 def test_int16_params_are_symmetric():
@@ -95,6 +95,29 @@ def test_verifier_states_the_int16_rules():
         ).verify()  # fmt: skip
 
 
+@pytest.mark.parametrize("reader, int16", [("Conv", True), ("Relu", False)])
+def test_graph_input_is_int16_only_when_convolutions_read_it(reader: str, int16: bool):
+    from onnx import helper
+
+    from ember.lowering.onnx_to_quant import convert
+    from ember.passes.calibrate import calibrate
+    from tests.quant.quantize_helpers import model, samples
+
+    w = np.random.default_rng(0).standard_normal((4, 3, 3, 3))
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1])]
+    nodes.append(helper.make_node("Conv", ["x", "w"], ["d"], pads=[1, 1, 1, 1]) if reader == "Conv" else helper.make_node("Relu", ["x"], ["d"]))
+    proto = model([*nodes, helper.make_node("Concat", ["c", "d"], ["y"], axis=1)], [("x", (1, 3, 8, 8))], [("y", None)], [("w", w)])
+    module = import_model(proto)
+    ranges = calibrate(module, samples({"x": (1, 3, 8, 8)})).ranges
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", QuantizationWarning)
+        convert(module, ranges, int16_nodes=["x"])
+    (entry,) = [op for op in module.walk() if isinstance(op, quant.QuantizeOp)]
+    assert quant_type_of(entry.output).storage_dtype == (np.int16 if int16 else np.int8)
+    refused = [str(w.message) for w in caught if "stay int8" in str(w.message)]
+    assert refused == ([] if int16 else ["quantize: 1 node(s) stay int8: x: 'x' is read by Relu, which the NPU runs in int8"])
+
+
 # ---------------------------------------------------------------------- the real detector
 
 
@@ -127,7 +150,9 @@ def test_detector_int16_types_and_refusal(detectors):
     wide = sorted(int(n.split(".")[-1]) for n, op in convs.items() if quant_type_of(op.output).storage_dtype == np.int16)
     assert wide == list(range(21))  # Conv.21's result feeds a squeeze-excitation Mul
     assert refused == ["quantize: 1 node(s) stay int8: p2o.Conv.21: 'p2o.Add.151' is read by Mul, which the NPU runs in int8"]
-    assert quant_type_of(convs["p2o.Conv.0"].input).storage_dtype == np.int8  # the image stays int8
+    image = convs["p2o.Conv.0"].input
+    assert isinstance(image.owner, quant.QuantizeOp) and quant_type_of(image).storage_dtype == np.int16
+    assert quant_type_of(image).zero_point == 0
     assert quant_type_of(convs["p2o.Conv.21"].input).storage_dtype == np.int16
     tabled = convs["p2o.Conv.1"]
     assert tabled.lut is not None and tabled.lut_input_type.storage_dtype == np.int16

@@ -1,6 +1,6 @@
 """The runtime on the bundled classifier: the simulator equals the quant reference bit for
 bit at the int8 boundary, raw uint8 frames through PREPROC equal normalized floats through
-the host, streaming equals direct runs, and the final output stays within cosine 0.995 of
+the host (with an int8 and with an int16 input), streaming equals direct runs, and the final output stays within cosine 0.995 of
 float on photographs not used for calibration."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from PIL import Image
 from ember.frontend.samples import Normalization
 from ember.interpreters.accuracy_report import cosine
 from ember.interpreters.quant_reference import quantize
-from ember.runtime.accelerator import Accelerator, npu_input_int8
+from ember.runtime.accelerator import Accelerator, npu_input
 from ember.runtime.frames import frame_from_rgb
 from ember.tools.ember_compile import main as ember_compile
 
@@ -78,8 +78,34 @@ def test_frames_through_preproc_equal_host_normalization(frames_build: Path, flo
     for rgb in _images():
         frame, x = frame_from_rgb(rgb, "rgb"), _normalized(rgb)
         host_int8 = quantize(x, float_desc["scale"], float_desc["zero_point"]).transpose(0, 2, 3, 1)
-        assert np.array_equal(npu_input_int8(frame_desc, frame), host_int8)
+        assert np.array_equal(npu_input(frame_desc, frame), host_int8)
         assert np.array_equal(frames.run({"x": frame})[OUTPUT], floats.run({"x": x})[OUTPUT])
+
+
+@pytest.fixture(scope="module")
+def int16_builds(tmp_path_factory) -> tuple[Path, Path]:
+    """The classifier with its image input in int16 (`precision([x], int16)`): as frames and as floats."""
+    folder = tmp_path_factory.mktemp("rt16")
+    script = folder / "int16.ems"
+    script.write_text((ROOT / "examples" / "ppocr_mobile_v2_cls.ems").read_text() + "precision([x], int16)\n")
+    return _compile(folder / "frames", "--script", str(script)), _compile(folder / "float", "--script", str(script), "--input-type", "float")
+
+
+def test_int16_input_frames_equal_floats_and_reference(int16_builds: tuple[Path, Path]):
+    """PREPROC writes the int16 input (out_i16) exactly as the host quantizes normalized
+    floats to int16; the simulator equals the reference bit for bit behind it."""
+    frames, floats = (Accelerator(build) for build in int16_builds)
+    (frame_desc,), (float_desc,) = frames.npu_inputs, floats.npu_inputs
+    assert (frame_desc["dtype"], frame_desc["normalized_dtype"], float_desc["dtype"]) == ("uint8", "int16", "int16")
+    assert float_desc["zero_point"] == 0 and frame_desc["scale"] == float_desc["scale"]
+    reference = Accelerator(int16_builds[0], reference=True)
+    for rgb in _images()[:3]:
+        frame, x = frame_from_rgb(rgb, "rgb"), _normalized(rgb)
+        host = quantize(x, float_desc["scale"], 0, None, -32768, 32767).astype(np.int16).transpose(0, 2, 3, 1)
+        assert np.array_equal(npu_input(frame_desc, frame), host)
+        assert np.array_equal(frames.run({"x": frame})[OUTPUT], floats.run({"x": x})[OUTPUT])
+        got, expected = frames.run_npu({"x": frame}), reference.run_npu({"x": frame})
+        assert all(np.array_equal(got[name], expected[name]) for name in got)
 
 
 @pytest.mark.parametrize("fmt", ["nv12"])

@@ -1,6 +1,6 @@
-"""ISA version 2: int16 activations (CONV `in_i16`, POST `out_i16` and its interpolated
-int16 table) against plain numpy int64 arithmetic, the loader's checks of the new fields,
-their memory footprints and the cycle model."""
+"""ISA versions 2 and 3: int16 activations (CONV `in_i16`, POST `out_i16` and its
+interpolated int16 table, PREPROC `out_i16`) against plain numpy int64 arithmetic, the
+loader's checks of the new fields, their memory footprints and the cycle model."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from ember.target import ebin, isa, kernels
 from ember.target.arch import load_arch
 from ember.target.cost import cycles
 from ember.target.ebin import Ebin
-from ember.target.isa import Buffer, Opcode
+from ember.target.isa import Buffer, ChannelOrder, Opcode, PixelFormat
 from ember.target.program import Access, accesses
 from ember.target.requant import quantize_multiplier, requantize
 from ember.target.simulator import Simulator
@@ -261,6 +261,13 @@ def post16(**fields):
     return isa.make(Opcode.POST, **{**base, **fields})
 
 
+def preproc16(**fields):
+    """A 2 x 4 rgb frame at inp 0 to int16 at inp 1000, tables at lut 0."""
+    base = dict(inp=0, uv=0, out=1000, lut=0, height=2, width=4, pixel_format=PixelFormat.RGB, order=ChannelOrder.RGB,
+                out_i16=1)  # fmt: skip
+    return isa.make(Opcode.PREPROC, **{**base, **fields})
+
+
 def simulator(program: list[isa.Instruction]) -> Simulator:
     """The program (tokens as given) followed by END, with 1 KiB of DRAM."""
     program = [*program, isa.make(Opcode.END)]
@@ -290,6 +297,9 @@ def simulator(program: list[isa.Instruction]) -> Simulator:
         (post16(out=7), "out = 7 is odd; int16 data needs an even byte address"),
         (post16(lut=33), "lut = 33 is odd; int16 data needs an even byte address"),
         (post16(act_min=5, act_max=4), "act_min is greater than act_max"),
+        (preproc16(out=1001), "out = 1001 is odd; int16 data needs an even byte address"),
+        (preproc16(lut=3), "lut = 3 is odd; int16 data needs an even byte address"),
+        (preproc16(out_i16=2), "out_i16 = 2 is not 0 or 1"),
     ],
 )
 def test_loader_refuses_invalid_int16_instructions(insn, message):
@@ -307,12 +317,15 @@ def test_valid_combinations_load():
         post16(out_i16=0, use_lut=0, act_min=-128, act_max=127, out=7),
         post16(out_i16=0, use_lut=1, act_min=-128, act_max=127, lut=33),
         post16(use_lut=0, lut=33),  # an unused table address is not checked
+        preproc16(),
+        preproc16(out_i16=0, out=1001, lut=3),
     ):
         simulator([insn])
 
 
 def test_int16_footprints():
-    """int16 tiles take 2 bytes per element, the int16 table 1026 bytes."""
+    """int16 tiles take 2 bytes per element, POST's int16 table 1026 bytes, PREPROC's
+    three int16 tables 1536."""
     conv_in = accesses(conv16(inp=100, ih=4, iw=5, ic=6, kh=1, kw=1))[0]
     assert conv_in == Access(Buffer.INP, 100, 100 + 2 * 4 * 5 * 6, False)
     assert accesses(conv16(inp=100, ih=4, iw=5, ic=6, kh=1, kw=1, in_i16=0))[0].stop == 100 + 4 * 5 * 6
@@ -320,6 +333,17 @@ def test_int16_footprints():
     assert found[2:] == [Access(Buffer.INP, 200, 260, True), Access(Buffer.LUT, 64, 64 + 1026, False)]
     found = accesses(post16(out=200, lut=64, count=10, channels=3, out_i16=0, use_lut=1, act_min=-128, act_max=127))
     assert found[2:] == [Access(Buffer.INP, 200, 230, True), Access(Buffer.LUT, 64, 320, False)]
+    found = accesses(preproc16(out=1000, lut=64))  # 2 x 4 pixels, three channels
+    assert found == [
+        Access(Buffer.LUT, 64, 64 + 1536, False), Access(Buffer.INP, 1000, 1000 + 2 * 24, True),
+        Access(Buffer.INP, 0, 24, False),  # the uint8 frame
+    ]  # fmt: skip
+    found = accesses(preproc16(out=1000, lut=64, out_i16=0))
+    assert found[:2] == [Access(Buffer.LUT, 64, 64 + 768, False), Access(Buffer.INP, 1000, 1000 + 24, True)]
+    found = accesses(preproc16(out=1000, lut=64, uv=100, pixel_format=PixelFormat.NV12))
+    assert found[1:] == [
+        Access(Buffer.INP, 1000, 1000 + 2 * 24, True), Access(Buffer.INP, 0, 8, False), Access(Buffer.INP, 100, 104, False),
+    ]  # fmt: skip
 
 
 @pytest.mark.parametrize(
@@ -328,10 +352,13 @@ def test_int16_footprints():
         (post16(out=262144 - 32), "out-of-range write of inp [262112, 262176) (size 262144)"),
         (post16(lut=4096 - 1024), "out-of-range read of lut [3072, 4098) (size 4096)"),
         (conv16(inp=262144 - 254), "out-of-range read of inp [261890, 262146) (size 262144)"),
+        (preproc16(out=262144 - 46), "out-of-range write of inp [262098, 262146) (size 262144)"),
+        (preproc16(lut=4096 - 1534), "out-of-range read of lut [2562, 4098) (size 4096)"),
     ],
 )
 def test_int16_bounds(insn, message):
     simulator([conv16(inp=262144 - 256)])  # 4 x 4 x 8 int16 values: the last 256 bytes exactly
+    simulator([preproc16(out=262144 - 48, lut=4096 - 1536)])  # 2 x 4 x 3 int16 values, 3 x 256 int16 entries
     with pytest.raises(EmberError) as err:
         simulator([insn])
     assert str(err.value) == f"t.ebin: instruction 0 ({insn.format.mnemonic}, node 'layer0'): {message}"
@@ -369,6 +396,11 @@ def test_int16_conv_costs_twice_the_compute_cycles():
     assert cycles(conv16(ih=10, iw=10, ic=32, oc=40, kh=3, kw=3), ARCH) == setup + 2 * 64 * 18 * 3
 
 
+def test_int16_preproc_costs_the_same_cycles():
+    assert cycles(preproc16(height=20, width=30), ARCH) == cycles(preproc16(height=20, width=30, out_i16=0), ARCH)
+    assert cycles(preproc16(height=20, width=30), ARCH) == ARCH.compute_setup_cycles + -(-20 * 30 * 3 // ARCH.vector_lanes)
+
+
 def test_version_2_record_layout():
     post = isa.FORMATS[Opcode.POST]
     layout = {f.name: (f.offset, f.type) for f in post.fields}
@@ -382,13 +414,25 @@ def test_version_2_record_layout():
     assert raw[26:33] == bytes([0xD4, 0xFE, 0x34, 0x12, 0xFF, 2, 1])
 
 
-def test_the_loader_refuses_isa_version_1(tile_program):
+def test_version_3_record_layout():
+    """ISA version 3 appends PREPROC's `out_i16` after `order`; the other fields stay put."""
+    layout = {f.name: (f.offset, f.type) for f in isa.FORMATS[Opcode.PREPROC].fields}
+    assert layout == {
+        "inp": (4, "<u4"), "uv": (8, "<u4"), "out": (12, "<u4"), "lut": (16, "<u4"), "height": (20, "<u2"),
+        "width": (22, "<u2"), "pixel_format": (24, "u1"), "order": (25, "u1"), "out_i16": (26, "u1"),
+    }  # fmt: skip
+    raw = isa.encode([preproc16(pixel_format=PixelFormat.NV12, order=ChannelOrder.BGR)])
+    assert raw[24:28] == bytes([2, 1, 1, 0])
+
+
+@pytest.mark.parametrize("old", [1, 2])
+def test_the_loader_refuses_older_isa_versions(tile_program, old):
     prog = tile_program()
     prog.load(Buffer.INP, 0, np.zeros(16, dtype=np.int8))
     data = bytearray(ebin.to_bytes(prog.ebin(Buffer.INP, 0, (16,))))
-    assert isa.ISA_VERSION == 2 and struct.unpack_from("<H", data, 12) == (2,)
-    struct.pack_into("<H", data, 12, 1)
+    assert isa.ISA_VERSION == 3 and struct.unpack_from("<H", data, 12) == (3,)
+    struct.pack_into("<H", data, 12, old)
     with pytest.raises(EmberError) as err:
         ebin.parse(bytes(data), "old.ebin")
-    assert str(err.value) == "old.ebin: ISA version 1, this tool runs ISA version 2; recompile the model"
+    assert str(err.value) == f"old.ebin: ISA version {old}, this tool runs ISA version 3; recompile the model"
 

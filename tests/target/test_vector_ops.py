@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from fractions import Fraction
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -265,20 +266,25 @@ def test_bilinear_half_pixel_matches_exact_definition(tile_program):
 
 
 def run_preproc(tile_program, frame, uv, fmt, order, tables, h, w):
+    """PREPROC of one frame; int16 `tables` select `out_i16` (tables and result move as bytes)."""
+    out_i16 = tables.dtype == np.int16
     prog = tile_program()
-    prog.load(Buffer.LUT, 0, tables.reshape(-1))
+    prog.load(Buffer.LUT, 0, tables.astype("<i2").view(np.int8).reshape(-1) if out_i16 else tables.reshape(-1))
     prog.load(Buffer.INP, 0, frame.view(np.int8))
     if uv is not None:
         prog.load(Buffer.INP, 50000, uv.view(np.int8))
-    prog.op(Opcode.PREPROC, inp=0, uv=50000, out=100000, lut=0, height=h, width=w, pixel_format=fmt, order=order)
+    prog.op(Opcode.PREPROC, inp=0, uv=50000, out=100000, lut=0, height=h, width=w, pixel_format=fmt, order=order,
+            out_i16=int(out_i16))  # fmt: skip
+    if out_i16:
+        return prog.run(Buffer.INP, 100000, (h, w, 6)).view("<i2")
     return prog.run(Buffer.INP, 100000, (h, w, 3))
 
 
-def normalization_tables(mean, std, scale, zp):
-    v = np.arange(256, dtype=np.float64)
-    return np.stack([np.clip(np.floor((v - m) / s / scale + 0.5) + zp, -128, 127) for m, s in zip(mean, std)]).astype(
-        np.int8
-    )
+def normalization_tables(mean, std, scale, zp, dtype=np.int8):
+    """[3, 256] `dtype` tables: pixel value -> quantized (v - mean[k]) / std[k]."""
+    v, info = np.arange(256, dtype=np.float64), np.iinfo(dtype)
+    rows = [np.clip(np.floor((v - m) / s / scale + 0.5) + zp, info.min, info.max) for m, s in zip(mean, std)]
+    return np.stack(rows).astype(dtype)
 
 
 @pytest.mark.parametrize("fmt,order", [(PixelFormat.RGB, ChannelOrder.RGB), (PixelFormat.BGR, ChannelOrder.RGB),
@@ -292,6 +298,36 @@ def test_preproc_packed_formats(tile_program, fmt, order):
     wanted = rgb[..., ::-1] if order == ChannelOrder.BGR else rgb
     expected = np.stack([tables[k][wanted[..., k]] for k in range(3)], axis=-1)
     assert np.array_equal(y, expected)
+
+
+@pytest.mark.parametrize("order", [ChannelOrder.RGB, ChannelOrder.BGR])
+@pytest.mark.parametrize("fmt", [PixelFormat.RGB, PixelFormat.BGR, PixelFormat.NV12])
+def test_preproc_int16_on_a_photograph(tile_program, fmt, order):
+    """out_i16: a 16x24 crop of a real photograph through int16 tables (ImageNet
+    normalization at an int16 scale, steps finer than a pixel level) gives
+    table[k][pixel] per channel, stored to DRAM as little-endian int16."""
+    from PIL import Image
+
+    from ember.runtime.frames import rgb_to_nv12
+    from ember.target import kernels
+
+    path = Path(__file__).resolve().parents[2].parent / "shared" / "images" / "astronaut.png"
+    rgb = np.ascontiguousarray(np.asarray(Image.open(path).convert("RGB"))[100:116, 200:224])
+    h, w = rgb.shape[:2]
+    tables = normalization_tables([123.675, 116.28, 103.53], [58.395, 57.12, 57.375], 2.64 / 32767, 0, np.int16)
+    assert all(len(np.unique(t)) == 256 for t in tables)  # every pixel level stays distinct
+    if fmt == PixelFormat.NV12:
+        frame = rgb_to_nv12(rgb)
+        pixels, uv = frame[:h], frame[h:].reshape(h // 2, w // 2, 2)
+        seen = kernels.nv12_to_rgb(pixels, uv)  # the colours PREPROC converts the frame to
+    else:
+        pixels = np.ascontiguousarray(rgb[..., ::-1]) if fmt == PixelFormat.BGR else rgb
+        uv, seen = None, rgb
+    got = run_preproc(tile_program, pixels, uv, fmt, order, tables, h, w)
+    wanted = seen[..., ::-1] if order == ChannelOrder.BGR else seen
+    expected = np.stack([tables[k][wanted[..., k]] for k in range(3)], axis=-1)
+    assert got.dtype == np.int16 and got.tobytes() == expected.astype("<i2").tobytes()
+    assert np.array_equal(kernels.preproc(pixels, uv, fmt, order, tables), expected)
 
 
 def test_preproc_nv12_known_colours(tile_program):

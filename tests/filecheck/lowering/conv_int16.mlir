@@ -14,7 +14,7 @@ builtin.module {
   }
 }
 
-// CHECK:      {name = "h", kind = "scratch", size = 512 : i64, shape = [1 : i64, 8 : i64, 8 : i64, 4 : i64], layout = "NHWC", producer = "conv1", offset = [[H:[0-9]+]] : i64}
+// CHECK:      {name = "h", kind = "scratch", size = 512 : i64, shape = [1 : i64, 8 : i64, 8 : i64, 4 : i64], layout = "NHWC", producer = "conv1", offset = [[H:[0-9]+]] : i64, dtype = "int16"}
 // CHECK:      npu.conv {{.*}} in_zp = -3 accumulate = 0 in_i16 = 0 pop_prev push_next {node = "conv1", origin = "quant.conv2d"}
 // CHECK-NEXT: npu.post {{.*}} count = 64 channels = 4 act_min = 0 act_max = 32767 zp_out = 0 use_lut = 0 out_i16 = 1 pop_prev
 // CHECK-NEXT: npu.store dram = [[H]] sram = {{[0-9]*[02468]}} stride0 = 64 stride1 = 8 stride2 = 1 size0 = 8 size1 = 8 size2 = 8 buf = inp
