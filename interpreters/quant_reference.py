@@ -60,12 +60,13 @@ def quantize(
     qmax: int = 127,
 ) -> np.ndarray:
     """`clamp(rint(x / scale) + zp, qmin, qmax)` in float32 with round half to even,
-    exactly ONNX QuantizeLinear (so the host-side boundary matches onnxruntime)."""
+    exactly ONNX QuantizeLinear (so the host-side boundary matches onnxruntime), in the
+    narrowest of int8 / int16 / int32 that holds [qmin, qmax]."""
     x = np.asarray(x, dtype=np.float32)
     s = _along(np.asarray(scale, dtype=np.float32), axis, x.ndim)
     zp = _along(np.asarray(zero_point, dtype=np.int64), axis, x.ndim)
     q = np.rint(x / s).astype(np.int64) + zp
-    dtype = np.int8 if qmin >= -128 and qmax <= 127 else np.int32
+    dtype = next(t for t in (np.int8, np.int16, np.int32) if np.iinfo(t).min <= qmin and qmax <= np.iinfo(t).max)
     return np.clip(q, qmin, qmax).astype(dtype)
 
 

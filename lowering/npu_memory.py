@@ -60,6 +60,13 @@ class Region:
     offset: int | None = None
     extra: dict[str, Attribute] = field(default_factory=dict)
 
+    @property
+    def dtype(self) -> str:
+        """The element type of a tensor region: int8, or what was recorded in `extra`
+        (int16 tensors, `npu-preproc`'s uint8 frames)."""
+        dtype = self.extra.get("dtype")
+        return dtype.data if isinstance(dtype, StringAttr) else "int8"
+
     def to_attr(self) -> DictionaryAttr:
         entries: dict[str, Attribute] = {
             "name": StringAttr(self.name),

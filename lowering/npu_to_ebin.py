@@ -23,12 +23,6 @@ from ember.target.ebin import Ebin, to_bytes
 from ember.target.isa import Opcode
 
 
-def _dtype(region: Region) -> str:
-    """int8, or what the lowering recorded (int16 tensors) or a pass (`npu-preproc`: uint8 frames)."""
-    dtype = region.extra.get("dtype")
-    return dtype.data if isinstance(dtype, StringAttr) else "int8"
-
-
 def _io_entry(region: Region) -> dict[str, Any]:
     pixel_format = region.extra.get("pixel_format")
     normalization = region.extra.get("normalization")
@@ -37,7 +31,7 @@ def _io_entry(region: Region) -> dict[str, Any]:
         "name": region.name,
         "offset": region.offset,
         "shape": list(region.shape),
-        "dtype": _dtype(region),
+        "dtype": region.dtype,
         "layout": region.layout,
         "scale": region.scale,
         "zero_point": region.zero_point,
@@ -54,7 +48,7 @@ def _io_entry(region: Region) -> dict[str, Any]:
 def _memmap_entry(region: Region) -> dict[str, Any]:
     entry: dict[str, Any] = {"name": region.name, "kind": region.kind, "offset": region.offset, "size": region.size}
     if region.shape:
-        entry |= {"shape": list(region.shape), "dtype": _dtype(region)}
+        entry |= {"shape": list(region.shape), "dtype": region.dtype}
         if region.kind == "scratch":
             entry["kind"] = "activation"
     if region.producer:

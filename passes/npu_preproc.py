@@ -50,7 +50,7 @@ def preproc_tables(normalization: Normalization, scale: float, zero_point: int, 
     levels = np.broadcast_to(np.arange(256, dtype=np.float32).reshape(1, 1, 1, 256), (1, 3, 1, 256))
     normalized = normalization.apply(levels)  # mean/std broadcast: one value or one per channel
     info = np.iinfo(dtype)
-    return quantize(normalized, scale, zero_point, None, info.min, info.max).reshape(3, 256).astype(dtype)
+    return quantize(normalized, scale, zero_point, None, info.min, info.max).reshape(3, 256)
 
 
 def frame_shape(height: int, width: int, pixel_format: str) -> tuple[int, ...]:
@@ -101,8 +101,7 @@ class NpuPreprocPass(ModulePass):
         if self.format == "nv12" and (height % 2 or width % 2):
             raise EmberError(f"npu-preproc: nv12 frames need an even height and width, '{self.input}' is {height}x{width}")
         assert source.scale is not None and source.zero_point is not None
-        # an int16 input (read only by convolutions) gets int16 tables and results
-        dtype = source.extra["dtype"].data if isinstance(source.extra.get("dtype"), StringAttr) else "int8"
+        dtype = source.dtype  # an int16 input (read only by convolutions) gets int16 tables and results
 
         node = f"{self.input}.preproc"
         scratch = f"{self.input}.normalized"

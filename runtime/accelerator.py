@@ -215,7 +215,7 @@ class Accelerator:
         if not np.isfinite(value).all():
             raise EmberError(f"input '{name}': contains NaN or Inf; the NPU quantizes finite values only")
         info = np.iinfo(desc["dtype"])  # int8, or int16 for an input only convolutions read
-        q = quantize(value, desc["scale"], desc["zero_point"], None, info.min, info.max).astype(info.dtype)
+        q = quantize(value, desc["scale"], desc["zero_point"], None, info.min, info.max)
         return np.ascontiguousarray(q.transpose(0, 2, 3, 1)) if desc["layout"] == "NHWC" else q
 
     def run_npu(self, inputs: Mapping[str, np.ndarray]) -> Arrays:
