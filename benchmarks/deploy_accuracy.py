@@ -13,6 +13,8 @@ files, for `ember-compile --calib DIR`.
 Reported: mean cosine of the final output and, when the model ends in a Sigmoid that runs
 on the host, of the logits (the NPU's output, dequantized), over all held-out samples and
 over the two text squares; two all-zero tensors count as equal, zero vs non-zero as 0.
+For such a detector also the final map over 12 text crops: the two squares and the five
+half-size windows of each (`EVALUATION_TEXT_WINDOWS`).
 For such a probability map also what DB post-processing sees: the IoU of the text masks
 (p > 0.3) on the text squares, and on how many photographs Ember and float agree that
 there is no text at all (no pixel above 0.3 in either; their map cosine there compares
@@ -34,6 +36,7 @@ from quant_accuracy import (  # noqa: E402 - the protocol lives beside this scri
     CALIBRATION,
     EVALUATION_PHOTOS,
     EVALUATION_TEXT,
+    EVALUATION_TEXT_WINDOWS,
     IMAGES,
     Region,
     static_model,
@@ -82,7 +85,8 @@ def evaluate(folder: Path, model_path: Path, per_sample: bool) -> dict[str, floa
     # the runtime returns any value it computed by name: the NPU's outputs (the logits) too
     logits = names[1:] if len(names) > 1 and names[1] in {d["name"] for d in accl.ebin.iodesc["outputs"]} else []
     accl.model_outputs = [*accl.model_outputs, *logits]
-    regions = [Region(f) for f in EVALUATION_PHOTOS] + [Region(f, box) for f, box in EVALUATION_TEXT]
+    squares = [Region(f, box) for f, box in EVALUATION_TEXT]
+    regions = [Region(f) for f in EVALUATION_PHOTOS] + squares + (EVALUATION_TEXT_WINDOWS if logits else [])
     rows, masks = [], []
     for region in regions:
         pixels = rgb(region, shape[2], shape[3])
@@ -93,13 +97,17 @@ def evaluate(folder: Path, model_path: Path, per_sample: bool) -> dict[str, floa
             masks.append((expected[names[0]] > DB_THRESHOLD, got[names[0]] > DB_THRESHOLD))
         if per_sample:
             print(region.name, " ".join(f"{c:.4f}" for c in rows[-1]), flush=True)
-    table, text = np.array(rows), np.array([r.box is not None for r in regions])
-    figures = {"final: all": table[:, 0].mean(), "final: text": table[text, 0].mean()}
+    table = np.array(rows)
+    photo, square = np.array([r.box is None for r in regions]), np.array([r in squares for r in regions])
+    held_out = photo | square  # the photographs and the two squares: the protocol's samples
+    figures = {"final: all": table[held_out, 0].mean(), "final: text": table[square, 0].mean()}
     if logits:
-        figures.update({"logits: all": table[:, 1].mean(), "logits: text": table[text, 1].mean()})
-        ious = [(a & b).sum() / (a | b).sum() if (a | b).any() else 1.0 for (a, b), t in zip(masks, text) if t]
-        figures["mask IoU: text"] = float(np.mean(ious))
-        figures["no text in both: photographs"] = sum(not (a.any() or b.any()) for (a, b), t in zip(masks, text) if not t)
+        figures.update({"logits: all": table[held_out, 1].mean(), "logits: text": table[square, 1].mean()})
+        ious = np.array([(a & b).sum() / (a | b).sum() if (a | b).any() else 1.0 for a, b in masks])
+        figures["mask IoU: text"] = float(ious[square].mean())
+        figures["no text in both: photographs"] = sum(not (a.any() or b.any()) for (a, b), p in zip(masks, photo) if p)
+        figures["final: 12 text crops"] = table[~photo, 0].mean()
+        figures["mask IoU: 12 text crops"] = float(ious[~photo].mean())
     return figures
 
 

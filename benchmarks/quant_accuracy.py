@@ -72,19 +72,20 @@ class Region:
 
     @property
     def name(self) -> str:
-        return self.file if self.box is None else f"{self.file}[x {self.box[0]}..{self.box[2]}]"
+        return self.file if self.box is None else f"{self.file}[x {self.box[0]}..{self.box[2]}, y {self.box[1]}..{self.box[3]}]"
 
 
-def text_windows(file: str, side: int) -> list[Region]:
-    """The left `side` x `side` square of a text image and five half-size windows in it
-    (four corners, centre), boxes as PIL's (left, top, right, bottom). With only two text
+def text_windows(file: str, side: int, left: int = 0) -> list[Region]:
+    """The `side` x `side` square of a text image at column `left` (default: its left
+    square) and five half-size windows in it (four corners, centre), boxes as PIL's
+    (left, top, right, bottom). With only two text
     images, windows at a second scale give calibration more text of the detector's domain:
     on the 640x640 detector, 4 photographs + these 12 crops gave text-square logits 0.9973
     where 7 photographs + the 2 squares gave 0.9899 (benchmarks/RESULTS.md)."""
     half, quarter = side // 2, side // 4
     corners = [(x, y) for y in (0, side - half) for x in (0, side - half)]
-    windows = [(x, y, x + half, y + half) for x, y in [*corners, (quarter, quarter)]]
-    return [Region(file, box) for box in [(0, 0, side, side), *windows]]
+    windows = [(left + x, y, left + x + half, y + half) for x, y in [*corners, (quarter, quarter)]]
+    return [Region(file, box) for box in [(left, 0, left + side, side), *windows]]
 
 
 CALIBRATION = {
@@ -101,6 +102,10 @@ CALIBRATION = {
 }
 EVALUATION_TEXT = [("page.png", (193, 0, 384, 191)), ("text.png", (276, 0, 448, 172))]
 """Text regions as PIL boxes (left, top, right, bottom): left squares calibrate, right squares evaluate."""
+EVALUATION_TEXT_WINDOWS = [w for f, (left, _, right, _) in EVALUATION_TEXT for w in text_windows(f, right - left, left)[1:]]
+"""The five half-size windows of each held-out square, as calibration has them of the left
+squares: with the squares, 12 text samples at two scales, so that differences of a few
+thousandths are not one sample's luck."""
 IMAGENET = Normalization((123.675, 116.28, 103.53), (58.395, 57.12, 57.375))
 
 

@@ -602,7 +602,8 @@ class FullyConnectedOp(_RequantizingOp):
 
 
 class _BinaryOp(IRDLOperation):
-    """Elementwise op on two int8 tensors with numpy broadcasting."""
+    """Elementwise op on two quantized tensors with numpy broadcasting: int8, or for
+    `quant.mul` one full-shaped int16 operand (the NPU's ELTW `a_i16`)."""
 
     lhs = operand_def(QuantTensor)
     rhs = operand_def(QuantTensor)

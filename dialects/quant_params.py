@@ -69,14 +69,27 @@ def weight_scales(weights: np.ndarray, axis: int = 0, name: str = "weights") -> 
     return _f32(np.where(peak > 0, peak, 1.0) / WEIGHT_MAX)
 
 
-def quantize_weights(weights: np.ndarray, axis: int = 0, name: str = "weights") -> tuple[np.ndarray, np.ndarray]:
-    """int8 weights `clamp(rint(w / s[c]), -127, 127)` and their per-channel scales."""
+def quantize_weights(
+    weights: np.ndarray, axis: int = 0, name: str = "weights", min_scales: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """int8 weights `clamp(rint(w / s[c]), -127, 127)` and their per-channel scales, each
+    at least `min_scales[c]` when given."""
     w = np.asarray(weights, dtype=np.float64)
     scales = weight_scales(w, axis, name)
+    if min_scales is not None:
+        scales = np.maximum(scales, min_scales)
     shape = [1] * w.ndim
     shape[axis] = -1
     q = np.clip(np.rint(w / scales.reshape(shape)), -WEIGHT_MAX, WEIGHT_MAX).astype(np.int8)
     return q, scales
+
+
+def bias_weight_scales(bias: np.ndarray, input_scale: float) -> np.ndarray:
+    """The least weight scale per channel at which the bias fits in 2^30, half of int32
+    (its scale is `s_in * s_w[c]`; the other half is room for bias correction): a channel
+    with a large bias and tiny weights, behind a finely quantized (int16) input, would
+    saturate it."""
+    return np.abs(np.asarray(bias, dtype=np.float64)) / (input_scale * (1 << 30))
 
 
 def quantize_bias(bias: np.ndarray, input_scale: float, weight_scale: np.ndarray, name: str = "bias") -> np.ndarray:

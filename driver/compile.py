@@ -310,14 +310,17 @@ class Compiler:
 
     def quantize(self, module: ModuleOp, script: ModelScript, samples) -> None:
         from ember.frontend.qdq_export import export_qdq
-        from ember.passes.calibrate import recorded_ranges
+        from ember.passes.calibrate import recorded_observed, recorded_ranges
         from ember.passes.quantize import quantize_module
 
         with self.stage("quantize", "_quantized.mlir", "_quantized.onnx"):
             correct = self.options.bias_correction or script.bias_correction
             gptq = (self.options.weight_rounding or script.weight_rounding or "nearest") == "gptq"
             # the samples are the ones calibration read, normalized as the script or model says
-            quantize_module(module, recorded_ranges(module), script.float_nodes, samples, gptq, correct, script.int16_nodes)
+            quantize_module(
+                module, recorded_ranges(module), script.float_nodes, samples, gptq, correct, script.int16_nodes,
+                recorded_observed(module),
+            )  # fmt: skip
             with atomic_output(self.path("_quantized.mlir")) as handle:
                 handle.write(_print_module(module))
             write_bytes_atomic(self.path("_quantized.onnx"), export_qdq(module).SerializeToString())

@@ -217,7 +217,11 @@ def _rows(module: ModuleOp, node_types: dict[str, str], ranges: dict[str, tuple[
             nodes = op.attributes.get(NODE_NAME)
             node = nodes.data if isinstance(nodes, StringAttr) else f"{name} (input)"
             kind = "+".join(node_types.get(n, "?") for n in node.split(",")) if isinstance(nodes, StringAttr) else "Quantize"
-            rows[op] = Row(node, kind, "NPU", name, ranges.get(name), "int8")
+            qtype = quant_type_of(op.results[0])
+            dtype = np.dtype(qtype.storage_dtype).name
+            # an int16 tensor's range is not the calibrated one: it spans the observed extremes
+            used = ranges.get(name) if dtype == "int8" else (qtype.scale * qtype.storage_min, qtype.scale * qtype.storage_max)
+            rows[op] = Row(node, kind, "NPU", name, used, dtype)
         elif isinstance(op, OnnxOp) and name:
             rows[op] = Row(op.node_name or name, op.ONNX_TYPE, "host", name, ranges.get(name), "float32")
     return rows

@@ -257,7 +257,7 @@ def mul(
     act_max: int = 127,
 ) -> np.ndarray:
     """`quant.mul`: `y = requantize((a - a_zp) * (b - b_zp), M, S, out_zp)` clamped
-    (numpy broadcasting); the product is exact in 17 bits."""
+    (numpy broadcasting); the product is exact in 17 bits (25 with an int16 operand)."""
     product = (a.astype(np.int64) - a_zp) * (b.astype(np.int64) - b_zp)
     return requantize(product, np.int64(multiplier), np.int64(shift), out_zp, act_min, act_max).astype(np.int8)
 

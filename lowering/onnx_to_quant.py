@@ -35,9 +35,13 @@ calibrated ranges (`ember.passes.calibrate`), biases int32 with scale `s_in * s_
 requantization multipliers from `ember.target.requant.quantize_multiplier`
 (`ember.dialects.quant_params`). Convolutions named in `int16_nodes` (names or glob
 patterns) get int16 symmetric results (and table inputs, with 513-entry interpolated
-tables), when every reader of the result is a convolution (Conv, ConvTranspose): the
-NPU's CONV reads int16 tiles and its POST writes them, its other units are int8. The
-others stay int8 and are listed in `Lowering.int16_refused`. A graph input named there
+tables), when every reader of the result takes int16 (`INT16_READERS`): a convolution
+(the NPU's CONV reads int16 tiles and its POST writes them), a GlobalAveragePool (POOL
+sums int16 tiles) or a Mul of it by a computed int8 tensor (ELTW mul reads an int16
+operand); the NPU's other units are int8. The others stay int8 and are listed in
+`Lowering.int16_refused`. An int16 tensor is quantized over its observed extremes
+(`observed`) rather than its calibrated range: with 65536 levels, clipping outliers
+costs more than the rounding it saves. A graph input named there
 is quantized to int16 under the same rule (PREPROC writes it in int16 on the NPU); for
 an image model whose first layer is a convolution this removes the input's own int8
 rounding, which is coarser than the pixels it comes from. Tables are built in float64 by evaluating the matched
@@ -59,6 +63,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import fnmatch
+import math
 import warnings
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -68,7 +73,7 @@ import onnx
 from onnx import numpy_helper
 from xdsl.dialects.builtin import ArrayAttr, DenseIntOrFPElementsAttr, Float32Type, IntegerType, ModuleOp, StringAttr, TensorType, i32
 from xdsl.dialects.func import FuncOp
-from xdsl.ir import Block, BlockArgument, Operation, OpResult, SSAValue
+from xdsl.ir import Block, BlockArgument, Operation, OpResult, SSAValue, Use
 from xdsl.rewriter import InsertPoint, Rewriter
 
 from ember.dialects import quant
@@ -79,6 +84,7 @@ from ember.dialects.quant_params import (
     activation16_params,
     activation_params,
     add_multipliers,
+    bias_weight_scales,
     conv_multipliers,
     global_avg_pool_multiplier,
     mul_multiplier,
@@ -98,8 +104,12 @@ PATTERN_ATTR = "quant.pattern"
 LUT_INPUT_ATTR = "quant.lut_input"
 """On a conv/fully-connected with a table: the ONNX name of the tensor the table reads."""
 Range = tuple[float, float]
-INT16_READERS = ("Conv", "ConvTranspose")
-"""The ONNX ops whose quantized form reads an int16 input (the NPU's CONV)."""
+INT16_READERS = ("Conv", "ConvTranspose", "GlobalAveragePool", "Mul")
+"""The ONNX ops whose quantized form reads an int16 input: the data of a convolution
+(CONV), global average pooling (POOL sum), and one computed, full-shaped operand of a
+product (ELTW mul; a squeeze-excitation block's features times its gate)."""
+INT16_SUM_PIXELS = 1 << 16
+"""GlobalAveragePool sums int16 values in int32: fewer than 2^16 pixels cannot overflow."""
 ACCUMULATOR_LIMIT = 1 << 31
 
 
@@ -328,6 +338,7 @@ class Lowering:
         float_nodes: Sequence[str] = (),
         hessians: Mapping[str, np.ndarray] | None = None,
         int16_nodes: Sequence[str] = (),
+        observed: Mapping[str, Range] | None = None,
     ):
         self.module = module
         self.int16_nodes = tuple(int16_nodes)
@@ -337,6 +348,8 @@ class Lowering:
         self.function: FuncOp = graph_function(module)
         self.block: Block = self.function.body.block
         self.ranges = ranges
+        self.observed = observed or {}
+        """ONNX tensor name -> its observed extremes: the range of an int16 tensor."""
         self.float_nodes = set(float_nodes)
         self.opset = opset_version(module)
         self.qvalues: dict[SSAValue, SSAValue] = {}
@@ -363,9 +376,11 @@ class Lowering:
 
     def act_type(self, value: SSAValue, int16: bool = False) -> UniformQuantizedType:
         """The int8 (or symmetric int16) activation type of a float value, from its
-        calibrated range."""
+        calibrated range (an int16 one from its observed extremes, when calibration
+        recorded them)."""
         lo, hi = self.range_of(value)
         if int16:
+            lo, hi = self.observed.get(value_name(value), (lo, hi))
             scale, _ = activation16_params(lo, hi, value_name(value))
             return UniformQuantizedType(IntegerType(16), scale, 0)
         scale, zero_point = activation_params(lo, hi, value_name(value))
@@ -373,16 +388,36 @@ class Lowering:
 
     def wants_int16(self, name: str, out: SSAValue) -> bool:
         """Whether `out` (computed by node `name`, or the graph input `name`) is int16:
-        `name` is named in `int16_nodes` and only convolutions read `out`."""
+        `name` is named in `int16_nodes` and every reader takes int16 (`INT16_READERS`)."""
         if not any(fnmatch.fnmatchcase(name, pattern) for pattern in self.int16_nodes):
             return False
         for use in out.uses:
-            reader = use.operation
-            if not (isinstance(reader, OnnxOp) and reader.ONNX_TYPE in INT16_READERS and use.index == 0):
-                what = reader.ONNX_TYPE if isinstance(reader, OnnxOp) else "the model's output"
-                self.int16_refused[name] = f"'{value_name(out)}' is read by {what}, which the NPU runs in int8"
+            if (why := self._int16_refusal(use)) is not None:
+                self.int16_refused[name] = f"'{value_name(out)}' {why}"
                 return False
         return True
+
+    def _int16_refusal(self, use: Use) -> str | None:
+        """Why the reader of `use` cannot take an int16 value there, or None."""
+        reader, value = use.operation, use.operation.operands[use.index]
+        what = reader.ONNX_TYPE if isinstance(reader, OnnxOp) else "the model's output"
+        int8 = f"is read by {what}, which the NPU runs in int8"
+        if not isinstance(reader, OnnxOp) or reader.ONNX_TYPE not in INT16_READERS:
+            return int8
+        if reader.ONNX_TYPE == "Mul":
+            other = reader.operands[1 - use.index]
+            if other is value or self.constant(other) is not None:
+                return "is multiplied by itself or a constant, which the NPU does in int8"
+            if value.type.get_shape() != reader.results[0].type.get_shape():
+                return "is the broadcast operand of Mul, which the NPU reads in int8"
+            if other in self.qvalues and quant_type_of(self.qvalues[other]).storage_max > 127:
+                return "meets another int16 operand in Mul; the NPU multiplies int16 by int8"
+            return None
+        if use.index != 0:
+            return int8
+        if reader.ONNX_TYPE == "GlobalAveragePool" and math.prod(value.type.get_shape()[2:]) >= INT16_SUM_PIXELS:
+            return f"is averaged over {math.prod(value.type.get_shape()[2:])} pixels; an int16 sum of 2^16 or more can overflow"
+        return None
 
     @staticmethod
     def tensor(value: SSAValue, element: UniformQuantizedType) -> TensorType:
@@ -631,14 +666,16 @@ def convert(
     float_nodes: Sequence[str] = (),
     hessians: Mapping[str, np.ndarray] | None = None,
     int16_nodes: Sequence[str] = (),
+    observed: Mapping[str, Range] | None = None,
 ) -> list[OnnxOp]:
-    """Quantize `module` in place with `ranges` (ONNX tensor name -> [min, max]). Nodes
+    """Quantize `module` in place with `ranges` (ONNX tensor name -> [min, max]; an int16
+    tensor's range is its extremes in `observed`, when given). Nodes
     named in `float_nodes` stay float. Weighted nodes named in `hessians` (their input
     statistics, `ember.passes.gptq.weight_hessians`) get GPTQ-rounded weights, the others
     nearest rounding. Convolutions matching `int16_nodes` (names or glob patterns) get
-    int16 results where only convolutions read them; a warning lists those that cannot.
+    int16 results where every reader takes int16; a warning lists those that cannot.
     Returns the nodes that stay float and warns once listing them."""
-    lowering = Lowering(module, ranges, float_nodes, hessians, int16_nodes)
+    lowering = Lowering(module, ranges, float_nodes, hessians, int16_nodes, observed)
     left = lowering.run()
     if lowering.int16_refused:
         listed = "; ".join(f"{node}: {why}" for node, why in lowering.int16_refused.items())
@@ -796,12 +833,12 @@ def lower_weighted(match: Match, lowering: Lowering) -> SSAValue:
     in_type = quant_type_of(x)
     int16 = anchor.ONNX_TYPE == "Conv" and lowering.wants_int16(anchor.node_name or "", match.output)
     activation = lowering.activation(tail, pre, match.output, int16=int16)
-    q_weight, w_scales = quantize_weights(weight, 0, f"{name} weights")
+    q_weight, w_scales = quantize_weights(weight, 0, f"{name} weights", bias_weight_scales(bias, in_type.scale))
     if (hessian := lowering.hessians.get(anchor.node_name)) is not None and anchor.ONNX_TYPE != "ConvTranspose":
         q_weight = gptq_round(weight, hessian, w_scales, in_type.scale)
     q_bias = quantize_bias(bias, in_type.scale, w_scales, f"{name} bias")
     if in_type.storage_type == IntegerType(16):
-        _check_accumulator(q_weight, q_bias, name)
+        _check_accumulator(q_weight, q_bias, _int16_bounds(x), name)
     multiplier, shift = conv_multipliers(in_type.scale, w_scales, activation.requant_type.scale, name)
     w_type = UniformQuantizedType(IntegerType(8), w_scales, 0, axis=0)
     b_type = UniformQuantizedType(i32, in_type.scale * w_scales, 0, axis=0)
@@ -827,10 +864,29 @@ def lower_weighted(match: Match, lowering: Lowering) -> SSAValue:
     return lowering.emit(op).results[0]
 
 
-def _check_accumulator(q_weight: np.ndarray, q_bias: np.ndarray, name: str) -> None:
-    """Warn when an int16 input can overflow the int32 accumulator: |x| <= 2^15 bounds each
-    output channel's sum by `2^15 * sum |w| + |b|` (the NPU wraps, as the reference does)."""
-    bound = (np.abs(q_weight.astype(np.int64)).reshape(len(q_weight), -1).sum(axis=1) << 15) + np.abs(q_bias.astype(np.int64))
+def _int16_bounds(x: SSAValue) -> tuple[int, int]:
+    """The values an int16 tensor can hold: its producer's table's (an interpolated lookup
+    stays between two entries) or its clamp's; all of int16 for a graph input."""
+    producer = x.owner
+    if isinstance(producer, quant.Conv2DOp):
+        table = producer.table()
+        if table is not None:
+            return int(table.min()), int(table.max())
+        return producer.act_min.value.data, producer.act_max.value.data
+    info = np.iinfo(np.int16)
+    return int(info.min), int(info.max)
+
+
+def _check_accumulator(q_weight: np.ndarray, q_bias: np.ndarray, x_bounds: tuple[int, int], name: str) -> None:
+    """Warn when an int16 input can overflow the int32 accumulator: with inputs in
+    `x_bounds` = [lo, hi], output channel c's sum lies within `sum_i min(w_i lo, w_i hi)`
+    and `sum_i max(w_i lo, w_i hi)` (the NPU wraps, as the reference does; POST adds the
+    bias in int64). A HardSwish result, nearly non-negative, has about half the bound of
+    2^15 * sum |w|."""
+    w = q_weight.astype(np.int64).reshape(len(q_weight), -1)
+    lo, hi = x_bounds
+    high, low = np.maximum(w * lo, w * hi).sum(axis=1), np.minimum(w * lo, w * hi).sum(axis=1)
+    bound = np.maximum(high, -low)
     if bound.max() >= ACCUMULATOR_LIMIT:
         warnings.warn(
             f"quantize: {name}: an int16 input can overflow the int32 accumulator (bound {int(bound.max())});"
@@ -838,6 +894,7 @@ def _check_accumulator(q_weight: np.ndarray, q_bias: np.ndarray, name: str) -> N
             QuantizationWarning,
             stacklevel=2,
         )
+
 
 
 def _with_tail(

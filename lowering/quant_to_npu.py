@@ -14,7 +14,9 @@ Mapping of the ops:
   one fused POST: bias, per-channel requantization, clamp (ReLU/Clip), optional table.
   int16 inputs and results (`precision(..., int16)`) set CONV's `in_i16` and POST's
   `out_i16` (with the interpolated int16 table); their tiles move as bytes, two per
-  element. Only convolutions read or write int16 tensors (the quantizer sees to it).
+  element. Only convolutions write int16 tensors; convolutions, global average pooling
+  (POOL sum's `in_i16`) and mul (ELTW's `a_i16`, the int16 operand as `a`) read them
+  (the quantizer sees to it).
   POST runs on the store engine, so consecutive tiles alternate accumulator halves and
   the POST of tile k overlaps the CONV of tile k+1.
 - conv_transpose (stride = kernel): the same 1x1 CONV + POST to kh*kw*Cout channels, with
@@ -32,7 +34,7 @@ Mapping of the ops:
   free: the result aliases the input).
 - quantize / dequantize: only at the model boundary; they become the scale and zero point
   of the binary's inputs and outputs (the host converts). An input quantized to int16
-  (read only by convolutions) is an int16 NHWC input in IODESC.
+  (read only by units that read int16) is an int16 NHWC input in IODESC.
 """
 
 from __future__ import annotations
@@ -200,12 +202,13 @@ def _dtype_extra(elem_bytes: int) -> dict[str, Attribute]:
     return {"dtype": StringAttr("int16")} if elem_bytes == 2 else {}
 
 
-INT16_OPS = (quant.Conv2DOp, quant.ConvTransposeOp)
-"""The quant ops whose NPU form reads int16 (CONV); only conv2d also writes it (POST)."""
+INT16_OPS = (quant.Conv2DOp, quant.ConvTransposeOp, quant.GlobalAvgPoolOp)
+"""The quant ops whose NPU form reads an int16 first operand (CONV, POOL sum); only
+conv2d also writes it (POST). quant.mul reads one full-shaped int16 operand (ELTW)."""
 
 
 def _check_int16(node: str, op: Operation) -> None:
-    """int16 activations only where CONV reads and POST writes them."""
+    """int16 activations only where CONV, POOL sum and ELTW mul read and POST writes them."""
     wide = [v for v in (*op.operands, *op.results) if isinstance(v.type, TensorType)
             and isinstance(v.type.element_type, quant.UniformQuantizedType) and _elem_bytes(v) == 2]  # fmt: skip
     allowed = set()
@@ -213,9 +216,12 @@ def _check_int16(node: str, op: Operation) -> None:
         allowed.add(op.operands[0])
     if isinstance(op, quant.Conv2DOp):
         allowed.add(op.results[0])
+    if isinstance(op, quant.MulOp) and len(wide) == 1 and _shape(wide[0]) == _shape(op.output):
+        allowed.add(wide[0])
     if any(v not in allowed for v in wide):
-        raise EmberError(f"{node}: {op.name} on int16 tensors; the NPU computes only convolutions in int16,"
-                         " keep this layer's neighbours int8 (model script precision)")  # fmt: skip
+        raise EmberError(f"{node}: {op.name} on int16 tensors; the NPU reads int16 only in convolutions, global"
+                         " average pooling and one full-shaped operand of a product, and writes it only from"
+                         " convolutions; keep this layer's neighbours int8 (model script precision)")  # fmt: skip
 
 
 def _io_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
@@ -495,7 +501,8 @@ def _eltw(lw: _Lowering, op: quant.AddOp | quant.MulOp, fields: Callable[[bool],
     out_shape = _shape(op.output)
     lhs, rhs = op.lhs, op.rhs
     swapped = False
-    if _shape(lhs) != out_shape and _shape(rhs) == out_shape:
+    # ELTW's `a` is the full-shaped operand, and the int16 one (_check_int16: mul only)
+    if (_shape(lhs) != out_shape and _shape(rhs) == out_shape) or _elem_bytes(rhs) == 2:
         lhs, rhs, swapped = rhs, lhs, True
     broadcast = _shape(rhs) != out_shape
     if (reason := eltw_shapes_reason(_shape(lhs), _shape(rhs), out_shape)) is not None:
@@ -505,21 +512,26 @@ def _eltw(lw: _Lowering, op: quant.AddOp | quant.MulOp, fields: Callable[[bool],
     count = y.rows * y.cols
     channels = y.channels
     try:
-        tile = plan_vector(lw.arch, Window(1, count, (1, 1)), channels, in_tiles=1 if broadcast else 2)
+        tile = plan_vector(lw.arch, Window(1, count, (1, 1)), channels, in_bytes=a.elem_bytes + (0 if broadcast else 1))
     except TilingError as err:
         raise EmberError(f"{b.node}: cannot tile for {lw.arch.name}: {err}; {HOST_HINT}") from None
     step = tile.cols
     per = step * channels
+    a_size = per * a.elem_bytes
+    in_size = a_size + (0 if broadcast else per)
     extra = channels if broadcast else 0
-    slots = _Slots(lw.arch.input_buffer_bytes, (1 if broadcast else 2) * per, per, extra)
+    if a.elem_bytes == 2:  # int16 tiles start at even addresses
+        in_size, extra = in_size + in_size % 2, extra + extra % 2
+    slots = _Slots(lw.arch.input_buffer_bytes, in_size, per, extra)
     if broadcast:
         b.load(Buffer.INP, 0, bv.region, 0, (1, 1, channels), (channels, channels, 1))
-    flat_a = TensorView(a.region, 1, count, channels)
+    flat_a = TensorView(a.region, 1, count, channels, a.elem_bytes)
     flat_b = TensorView(bv.region, 1, count, channels)
     flat_y = TensorView(y.region, 1, count, channels)
     common = dict(
         zp_a=quant_type_of(lhs).zero_point, zp_b=quant_type_of(rhs).zero_point, zp_out=quant_type_of(op.output).zero_point,
-        act_min=_int(op.act_min), act_max=_int(op.act_max), broadcast_b=int(broadcast), **fields(swapped),
+        act_min=_int(op.act_min), act_max=_int(op.act_max), broadcast_b=int(broadcast), a_i16=int(a.elem_bytes == 2),
+        **fields(swapped),
     )  # fmt: skip
     for t, (p0, p1) in enumerate(_tiles(count, step)):
         n = p1 - p0
@@ -527,7 +539,7 @@ def _eltw(lw: _Lowering, op: quant.AddOp | quant.MulOp, fields: Callable[[bool],
         b.load_tile(a_addr, flat_a, (0, 1), (p0, p1), (0, channels))
         b_addr = 0
         if not broadcast:
-            b_addr = a_addr + per
+            b_addr = a_addr + a_size
             b.load_tile(b_addr, flat_b, (0, 1), (p0, p1), (0, channels))
         out = slots.out(t)
         b.emit(Opcode.ELTW, a=a_addr, b=b_addr, out=out, count=n, channels=channels, **common)
@@ -643,11 +655,11 @@ def lower_global_avg_pool(lw: _Lowering, op: quant.GlobalAvgPoolOp) -> None:
         np.stack([np.zeros(channels), np.full(channels, _int(op.multiplier)), np.full(channels, _int(op.shift))]).astype("<i4"),
     )  # fmt: skip
     try:
-        tile = plan_vector(lw.arch, Window(x.rows, 1, (1, x.cols)), channels)
+        tile = plan_vector(lw.arch, Window(x.rows, 1, (1, x.cols)), channels, in_bytes=x.elem_bytes)
     except TilingError as err:
         raise EmberError(f"{b.node}: cannot tile for {lw.arch.name}: {err}; {HOST_HINT}") from None
     par = _load_params(lw, params, channels, 0, channels)
-    slots = _Slots(lw.arch.input_buffer_bytes, tile.rows * x.cols * channels, channels)
+    slots = _Slots(lw.arch.input_buffer_bytes, tile.rows * x.cols * channels * x.elem_bytes, channels)
     zp_in = quant_type_of(op.input).zero_point
     acc = b.acc_slot()
     for t, (r0, r1) in enumerate(_tiles(x.rows, tile.rows)):
@@ -655,7 +667,7 @@ def lower_global_avg_pool(lw: _Lowering, op: quant.GlobalAvgPoolOp) -> None:
         b.load_tile(inp, x, (r0, r1), (0, x.cols), (0, channels))
         b.emit(
             Opcode.POOL, inp=inp, out=acc, ih=r1 - r0, iw=x.cols, channels=channels, kh=r1 - r0, kw=x.cols, sh=1, sw=1,
-            zp_in=zp_in, mode=PoolMode.SUM, accumulate=int(t > 0), act_min=-128, act_max=127,
+            zp_in=zp_in, mode=PoolMode.SUM, accumulate=int(t > 0), act_min=-128, act_max=127, in_i16=int(x.elem_bytes == 2),
         )  # fmt: skip
     out = slots.out(0)
     b.emit(Opcode.POST, acc=acc, par=par, out=out, count=1, channels=channels,

@@ -155,11 +155,12 @@ def plan_conv(arch: Arch, window: Window, in_channels: int, out_channels: int, g
     )
 
 
-def plan_vector(arch: Arch, window: Window, channels: int, in_tiles: int = 1, acc_per_pixel: int = 0) -> SpatialTile:
-    """The output tile of a vector op (POOL, RESIZE, ELTW, copies) reading `in_tiles`
-    input tiles of `channels` channels per output tile."""
+def plan_vector(arch: Arch, window: Window, channels: int, in_bytes: int = 1, acc_per_pixel: int = 0) -> SpatialTile:
+    """The output tile of a vector op (POOL, RESIZE, ELTW, copies) whose input tiles hold
+    `in_bytes` bytes per channel of an input pixel (2 for ELTW's two int8 operands, or
+    for one int16 tile) and whose result has `channels` int8 channels."""
     acc_elems = arch.acc_buffer_bytes // 4
-    tile = spatial_tile(window, in_tiles * channels, channels, arch.input_buffer_bytes, acc_per_pixel, acc_elems)
+    tile = spatial_tile(window, in_bytes * channels, channels, arch.input_buffer_bytes, acc_per_pixel, acc_elems)
     if tile is None:
         ih, iw = window.input_extent(1, 1)
         raise TilingError(

@@ -24,8 +24,10 @@ Percentile, MSE, entropy and output_mse use a second run over the samples that f
 `bins` bins over each tensor's observed [min, max].
 
 Where the ranges live: the module attribute `ember.calibration`, a dictionary with
-`method`, `data` (the sample source) and `ranges`, which maps ONNX tensor names to
-`array<f64: min, max>`. `quantize` reads it. With `output=...` the same ranges, with the
+`method`, `data` (the sample source), `ranges`, which maps ONNX tensor names to
+`array<f64: min, max>`, and `observed`, the observed extremes in the same form (the range
+of a tensor `quantize` makes int16: with 65536 levels, clipping costs more than the
+rounding it saves). `quantize` reads it. With `output=...` the same ranges, with the
 observed extremes, are written as JSON (`*_quant_info.json`).
 """
 
@@ -394,31 +396,51 @@ def _estimate(stats: TensorStats, method: str, percentile: float) -> Range:
 
 
 def record(module: ModuleOp, calibration: Calibration) -> None:
-    """Store the ranges on the module (`ember.calibration`)."""
+    """Store the ranges and observed extremes on the module (`ember.calibration`)."""
+
+    def ranges(table: dict[str, Range]) -> DictionaryAttr:
+        return DictionaryAttr({name: DenseArrayBase.from_list(f64, [float(lo), float(hi)]) for name, (lo, hi) in table.items()})
+
     module.attributes[CALIBRATION_ATTR] = DictionaryAttr(
         {
             "method": StringAttr(calibration.method),
             "data": StringAttr(calibration.data),
-            "ranges": DictionaryAttr(
-                {name: DenseArrayBase.from_list(f64, [float(lo), float(hi)]) for name, (lo, hi) in calibration.ranges.items()}
-            ),
+            "ranges": ranges(calibration.ranges),
+            "observed": ranges(calibration.observed),
         }
     )
 
 
+def _recorded(module: ModuleOp, key: str) -> dict[str, Range] | None:
+    entry = module.attributes.get(CALIBRATION_ATTR)
+    if not isinstance(entry, DictionaryAttr) or not isinstance(table := entry.data.get(key), DictionaryAttr):
+        return None
+    return {name: tuple(value.get_values()) for name, value in table.data.items() if isinstance(value, DenseArrayBase)}
+
+
 def recorded_ranges(module: ModuleOp) -> dict[str, Range]:
     """The ranges `calibrate` stored on the module (an error if it has none)."""
-    entry = module.attributes.get(CALIBRATION_ATTR)
-    if not isinstance(entry, DictionaryAttr) or not isinstance(ranges := entry.data.get("ranges"), DictionaryAttr):
+    ranges = _recorded(module, "ranges")
+    if ranges is None:
         raise EmberError("the module holds no calibration ranges; run 'calibrate{data=...}' first (or give quant_info=FILE.json)")
-    return {name: tuple(value.get_values()) for name, value in ranges.data.items() if isinstance(value, DenseArrayBase)}
+    return ranges
 
 
-def load_quant_info(path: str | Path) -> dict[str, Range]:
-    """The ranges of a `*_quant_info.json` file."""
+def recorded_observed(module: ModuleOp) -> dict[str, Range]:
+    """The observed extremes `calibrate` stored on the module (empty if it stored none)."""
+    return _recorded(module, "observed") or {}
+
+
+def load_quant_info(path: str | Path) -> Calibration:
+    """The calibration a `*_quant_info.json` file holds."""
     try:
-        tensors = json.loads(Path(path).read_text())["tensors"]
-        return {name: (float(entry["min"]), float(entry["max"])) for name, entry in tensors.items()}
+        info = json.loads(Path(path).read_text())
+        tensors = info["tensors"]
+        ranges = {name: (float(entry["min"]), float(entry["max"])) for name, entry in tensors.items()}
+        observed = {
+            name: (float(entry["observed_min"]), float(entry["observed_max"])) for name, entry in tensors.items() if "observed_min" in entry
+        }
+        return Calibration(str(info.get("method", "")), str(info.get("data", "")), ranges, observed, list(info.get("samples", [])))
     except (OSError, ValueError, KeyError, TypeError) as err:
         raise EmberError(f"{path}: not a readable quant_info JSON file ({err})") from None
 

@@ -34,7 +34,14 @@ from ember.frontend.onnx_export import export_model
 from ember.frontend.samples import load_samples
 from ember.lowering.onnx_to_quant import convert
 from ember.passes.bias_correct import correct_biases
-from ember.passes.calibrate import CALIBRATION_ATTR, input_specs, load_quant_info, recorded_normalization, recorded_ranges
+from ember.passes.calibrate import (
+    CALIBRATION_ATTR,
+    input_specs,
+    load_quant_info,
+    recorded_normalization,
+    recorded_observed,
+    recorded_ranges,
+)
 from ember.passes.gptq import weight_hessians
 from ember.support.diagnostics import EmberError
 
@@ -54,7 +61,11 @@ class QuantizePass(ModulePass):
     def apply(self, ctx: Context, op: ModuleOp) -> None:
         if self.weight_rounding not in ("nearest", "gptq"):
             raise EmberError(f"quantize{{weight_rounding={self.weight_rounding}}}: use nearest or gptq")
-        ranges = load_quant_info(self.quant_info) if self.quant_info else recorded_ranges(op)
+        if self.quant_info:
+            calibration = load_quant_info(self.quant_info)
+            ranges, observed = calibration.ranges, calibration.observed
+        else:
+            ranges, observed = recorded_ranges(op), recorded_observed(op)
         samples = None
         if self.bias_correction or self.weight_rounding == "gptq":
             entry = op.attributes.get(CALIBRATION_ATTR)
@@ -64,7 +75,7 @@ class QuantizePass(ModulePass):
             samples = load_samples(data.data, input_specs(op), recorded_normalization(op))
         float_nodes = [n.strip() for n in self.float_nodes.split(",") if n.strip()]
         int16_nodes = [n.strip() for n in self.int16_nodes.split(",") if n.strip()]
-        quantize_module(op, ranges, float_nodes, samples, self.weight_rounding == "gptq", self.bias_correction, int16_nodes)
+        quantize_module(op, ranges, float_nodes, samples, self.weight_rounding == "gptq", self.bias_correction, int16_nodes, observed)
 
 
 def quantize_module(
@@ -75,13 +86,15 @@ def quantize_module(
     gptq: bool,
     bias_correction: bool,
     int16_nodes: Sequence[str] = (),
+    observed: Mapping[str, tuple[float, float]] | None = None,
 ) -> None:
     """Convert `module` to `quant` (`convert`), its weights GPTQ-rounded and its biases
     corrected on `samples` (float inputs by name) when asked; `QuantizePass` and the
-    ember-compile driver both quantize through here."""
+    ember-compile driver both quantize through here. int16 tensors take their `observed`
+    extremes as range."""
     # the float model must be taken before conversion replaces it
     float_model = export_model(module) if gptq or bias_correction else None
     hessians = weight_hessians(float_model, samples) if gptq else None
-    convert(module, ranges, float_nodes, hessians, int16_nodes)
+    convert(module, ranges, float_nodes, hessians, int16_nodes, observed)
     if bias_correction:
         correct_biases(module, float_model, samples)

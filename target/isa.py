@@ -23,7 +23,7 @@ import numpy as np
 
 from ember.support.diagnostics import EmberError
 
-ISA_VERSION = 3
+ISA_VERSION = 4
 RECORD_SIZE = 64
 HEADER_SIZE = 4
 
@@ -284,7 +284,7 @@ FORMATS: dict[Opcode, Format] = {
         Format(
             Opcode.ELTW,
             Engine.COMPUTE,
-            "elementwise add or multiply of two int8 tiles with per-input rescale",
+            "elementwise add or multiply of two int8 tiles (for mul, a may be int16) with per-input rescale",
             (
                 Field("a", "<u4", "first operand [count, channels] in `inp`"),
                 Field("b", "<u4", "second operand [count, channels] (or [channels] if broadcast) in `inp`"),
@@ -303,12 +303,13 @@ FORMATS: dict[Opcode, Format] = {
                 *_CLAMP,
                 Field("mode", "u1", "add or mul", EltwMode),
                 Field("broadcast_b", "u1", "1: b holds one pixel, repeated over count"),
+                Field("a_i16", "u1", "mul: 1: a is int16 (zp_a 0, even address)"),
             ),
         ),
         Format(
             Opcode.POOL,
             Engine.COMPUTE,
-            "max, average or sum pooling of an int8 tile, with excluded padding borders",
+            "max, average or sum pooling of an int8 tile (for sum, int16 too), with excluded padding borders",
             (
                 Field("inp", "<u4", "input tile [ih, iw, channels] in `inp`"),
                 Field("out", "<u4", "result [oh, ow, channels]: int8 in `inp`, or int32 in `acc` for sum"),
@@ -332,6 +333,7 @@ FORMATS: dict[Opcode, Format] = {
                 Field("mode", "u1", "max, avg or sum", PoolMode),
                 Field("use_lut", "u1", "max/avg: 1 maps the clamped result through the table"),
                 Field("accumulate", "u1", "sum: 1 adds to the accumulator, 0 overwrites it"),
+                Field("in_i16", "u1", "sum: 1: the input tile is int16 (zp_in 0, even address)"),
             ),
         ),
         Format(

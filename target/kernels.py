@@ -579,7 +579,10 @@ def eltw_mul(
     act_max: int,
 ) -> np.ndarray:
     """Multiply: requantize((a - zp_a) * (b - zp_b)) to the output. b may be [1, c]
-    against a [n, c]. Evaluated by lookup in the table of all int8 pairs."""
+    against a [n, c]. Evaluated by lookup in the table of all int8 pairs; an int16 `a`
+    (ELTW's `a_i16`) by the int64 formula."""
+    if a.dtype == np.int16:
+        return _eltw_mul_int64(a, b, zp_a, zp_b, *rescale_out, zp_out, act_min, act_max)
     out = np.empty(a.shape, dtype=np.int8)
     pair_lookup_into(out, eltw_table("mul", *map(int, (zp_a, zp_b, *rescale_out, zp_out, act_min, act_max))), a, b)
     return out
@@ -616,7 +619,7 @@ def _window_counts(x: np.ndarray, kernel: tuple[int, int], stride: tuple[int, in
 
 @numba.njit(**_JIT)
 def _box_sum(x, top, bottom, left, right):
-    """Per channel, the int64 sum of x[top:bottom, left:right] (int8 [h, w, c])."""
+    """Per channel, the int64 sum of x[top:bottom, left:right] (int8 or int16 [h, w, c])."""
     total = np.zeros(x.shape[2], dtype=np.int64)
     for y in range(top, bottom):
         for col in range(left, right):
@@ -638,7 +641,7 @@ def pool_sum(
     if counts.shape[:2] == (1, 1):
         top, bottom, left, right = pads
         box = map(int, (top, min(kh, ih - bottom), left, min(kw, iw - right)))
-        total = _box_sum(np.ascontiguousarray(x, dtype=np.int8), *box)
+        total = _box_sum(np.ascontiguousarray(x), *box)
         return (total - zp_in * counts[0, 0]).reshape(1, 1, c)
     centred = _blank_padding(x.astype(np.int64) - zp_in, pads, 0)
     integral = np.zeros((ih + 1, iw + 1, c), dtype=np.int64)

@@ -18,6 +18,7 @@ from ember.target.isa import (
     LUT8_ENTRIES,
     LUT16_ENTRIES,
     Buffer,
+    EltwMode,
     Engine,
     Instruction,
     Opcode,
@@ -103,8 +104,6 @@ def check_structure(insn: Instruction) -> str | None:
             return f"groups = {insn.groups} must divide ic = {insn.ic} and oc = {insn.oc}"
         if min(conv_output_shape(insn)[:2]) < 1:
             return "the kernel does not fit in the input tile"
-        if problem := _check_conv_i16(insn):
-            return problem
     elif op in (Opcode.POST, Opcode.ELTW):
         if min(insn.count, insn.channels) == 0:
             return "count and channels must be at least 1"
@@ -123,8 +122,8 @@ def check_structure(insn: Instruction) -> str | None:
             return "height and width must be at least 1"
         if insn.pixel_format == PixelFormat.NV12 and (insn.height % 2 or insn.width % 2):
             return "an NV12 frame needs even height and width"
-        if problem := _check_preproc_i16(insn):
-            return problem
+    if op in _INT16_FLAGS and (problem := _check_i16(insn)):
+        return problem
     if op in (Opcode.POST, Opcode.ELTW, Opcode.POOL, Opcode.RESIZE) and insn.act_min > insn.act_max:
         return "act_min is greater than act_max"
     if op in (Opcode.ELTW, Opcode.POOL, Opcode.RESIZE) and not (op == Opcode.POOL and insn.mode == PoolMode.SUM):
@@ -140,26 +139,30 @@ def _odd(name: str, value: int) -> str:
     return f"{name} = {value} is odd; int16 data needs an even byte address"
 
 
-def _check_conv_i16(insn: Instruction) -> str | None:
-    """Why CONV's int16 input flag is not usable, or None."""
-    if insn.in_i16 > 1:
-        return f"in_i16 = {insn.in_i16} is not 0 or 1"
-    if insn.in_i16 and insn.in_zp:
-        return f"in_zp = {insn.in_zp} with in_i16 = 1; int16 inputs are symmetric (in_zp must be 0)"
-    if insn.in_i16 and insn.inp % 2:
-        return _odd("inp", insn.inp)
-    return None
+_INT16_FLAGS = {
+    # opcode: (flag, zero point of the int16 operand, its even addresses, the mode that reads it)
+    Opcode.CONV: ("in_i16", "in_zp", ("inp",), None),
+    Opcode.ELTW: ("a_i16", "zp_a", ("a",), EltwMode.MUL),
+    Opcode.POOL: ("in_i16", "zp_in", ("inp",), PoolMode.SUM),
+    Opcode.PREPROC: ("out_i16", None, ("out", "lut"), None),
+}
+"""The int16 flag of CONV, ELTW, POOL and PREPROC (POST's `out_i16`: `_check_post_types`)."""
 
 
-def _check_preproc_i16(insn: Instruction) -> str | None:
-    """Why PREPROC's int16 flag is not usable, or None."""
-    if insn.out_i16 > 1:
-        return f"out_i16 = {insn.out_i16} is not 0 or 1"
-    if insn.out_i16 and insn.out % 2:
-        return _odd("out", insn.out)
-    if insn.out_i16 and insn.lut % 2:
-        return _odd("lut", insn.lut)
-    return None
+def _check_i16(insn: Instruction) -> str | None:
+    """Why the instruction's int16 flag is not usable, or None: it is 0 or 1; set, it needs
+    the mode that reads int16, a zero point of 0 (int16 data is symmetric) and even byte
+    addresses for the int16 data."""
+    flag, zero_point, addresses, mode = _INT16_FLAGS[insn.opcode]
+    if (value := getattr(insn, flag)) > 1:
+        return f"{flag} = {value} is not 0 or 1"
+    if not value:
+        return None
+    if mode is not None and insn.mode != mode:
+        return f"{flag} = 1 with mode {type(mode)(insn.mode).name.lower()}; only {mode.name.lower()} reads int16"
+    if zero_point and (zp := getattr(insn, zero_point)):
+        return f"{zero_point} = {zp} with {flag} = 1; int16 inputs are symmetric ({zero_point} must be 0)"
+    return next((_odd(a, getattr(insn, a)) for a in addresses if getattr(insn, a) % 2), None)
 
 
 def _check_post_types(insn: Instruction) -> str | None:
@@ -221,13 +224,13 @@ def accesses(insn: Instruction) -> list[Access]:
         n = insn.count * insn.channels
         nb = insn.channels if insn.broadcast_b else n
         return [
-            Access(Buffer.INP, insn.a, insn.a + n, False),
+            Access(Buffer.INP, insn.a, insn.a + n * (2 if insn.a_i16 else 1), False),
             Access(Buffer.INP, insn.b, insn.b + nb, False),
             Access(Buffer.INP, insn.out, insn.out + n, True),
         ]
     if op == Opcode.POOL:
         oh, ow, c = pool_output_shape(insn)
-        found = [Access(Buffer.INP, insn.inp, insn.inp + insn.ih * insn.iw * c, False)]
+        found = [Access(Buffer.INP, insn.inp, insn.inp + insn.ih * insn.iw * c * (2 if insn.in_i16 else 1), False)]
         if insn.mode == PoolMode.SUM:
             found.append(Access(Buffer.ACC, insn.out, insn.out + oh * ow * c, True))
             if insn.accumulate:

@@ -335,10 +335,12 @@ class _Machine:
 
     def eltw(self, insn: _Fields) -> Step:
         n, c = insn.count, insn.channels
-        a = self.tile(Buffer.INP, insn.a, (n, c))
+        a = self.tile(Buffer.INP, insn.a, (n, c), bool(insn.a_i16))
         b = self.tile(Buffer.INP, insn.b, (1, c) if insn.broadcast_b else (n, c))
         out = self.tile(Buffer.INP, insn.out, (n, c))
         tail = (insn.mult_out, insn.shift_out, insn.zp_out, insn.act_min, insn.act_max)
+        if insn.a_i16:  # 2^16 x 2^8 operand pairs: computed, not looked up
+            return lambda: np.copyto(out, kernels.eltw_mul(a, b, insn.zp_a, insn.zp_b, tail[:2], *tail[2:]))
         if insn.mode == EltwMode.ADD:  # the parameters are fields: the table is made once
             table = kernels.eltw_table("add", insn.zp_a, insn.zp_b, insn.mult_a, insn.shift_a, insn.mult_b, insn.shift_b, *tail)
         else:
@@ -355,7 +357,7 @@ class _Machine:
         return lambda: kernels.pair_lookup_into(out, table, a, b)
 
     def pool(self, insn: _Fields) -> Step:
-        x = self.tile(Buffer.INP, insn.inp, (insn.ih, insn.iw, insn.channels))
+        x = self.tile(Buffer.INP, insn.inp, (insn.ih, insn.iw, insn.channels), bool(insn.in_i16))
         window = ((insn.kh, insn.kw), (insn.sh, insn.sw), (insn.pad_top, insn.pad_bottom, insn.pad_left, insn.pad_right))
         if insn.mode == PoolMode.SUM:
             acc = self.tile(Buffer.ACC, insn.out, pool_output_shape(insn))

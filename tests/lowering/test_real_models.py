@@ -2,8 +2,9 @@
 `.ebin` and simulated: the NPU's outputs equal the quant reference interpreter's bit for
 bit. Both are cut by `autocrop`: the detector (at 160x160) runs through its head's two
 ConvTranspose layers, and only the final Sigmoid stays on the host; once more with its
-image input and first 21 convolutions in int16 (CONV `in_i16`, POST `out_i16` and
-interpolated tables)."""
+image input and first 23 convolutions in int16 (CONV `in_i16`, POST `out_i16` and
+interpolated tables, and the first squeeze-excitation block's POOL sum `in_i16` and ELTW
+mul `a_i16`)."""
 
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ from ember.passes.fold_batchnorm import FoldBatchNormPass
 from ember.passes.quantize import QuantizePass
 from ember.target import kernels
 from ember.target.ebin import parse, to_bytes
+from ember.target.isa import Opcode
 from ember.target.simulator import Simulator
 
 SHARED = Path(__file__).resolve().parents[2].parent / "shared"
@@ -37,7 +39,7 @@ MODELS = {
     "ppocrv4_det_int16": dict(
         file="ppocrv4_det.onnx", shape="x=1,3,160,160", cut=[AutocropPass(remarks=False)],
         mean=(123.675, 116.28, 103.53), std=(58.395, 57.12, 57.375), ops={"quant.conv_transpose": 2},
-        int16_nodes="x,p2o.Conv.?,p2o.Conv.1?,p2o.Conv.2[01]", input_dtype="int16",
+        int16_nodes="x,p2o.Conv.?,p2o.Conv.1?,p2o.Conv.2[0-2]", input_dtype="int16", int16_se=True,
     ),
     "ppocr_mobile_v2_cls": dict(
         file="ppocr_mobile_v2_cls.onnx", shape="x=1,3,48,192", cut=[AutocropPass(remarks=False)],
@@ -68,6 +70,9 @@ def test_real_model_bit_exact(case):
     data = to_bytes(compile_to_ebin(module))
     assert to_bytes(parse(data, "model.ebin")) == data  # deterministic round trip
     sim = Simulator(parse(data, "model.ebin"))
+    if case.get("int16_se"):
+        program = sim.ebin.program
+        assert any(i.opcode == Opcode.ELTW and i.a_i16 for i in program) and any(i.opcode == Opcode.POOL and i.in_i16 for i in program)
     (x_desc,) = sim.ebin.iodesc["inputs"]
     (y_desc,) = sim.ebin.iodesc["outputs"]
     assert x_desc["dtype"] == case.get("input_dtype", "int8")

@@ -18,6 +18,7 @@ from ember.dialects import quant
 from ember.dialects import quant_params as qp
 from ember.dialects import quant_tables as qt
 from ember.dialects.onnx import value_name
+from ember.dialects.dense import numpy_from_dense
 from ember.dialects.quant import UniformQuantizedType, quant_type_of
 from ember.frontend.onnx_export import export_model
 from ember.frontend.onnx_import import import_model, load_onnx
@@ -35,8 +36,9 @@ from ember.passes.quantize import QuantizePass
 
 SHARED = Path(__file__).resolve().parents[2].parent / "shared"
 IMAGENET = ((123.675, 116.28, 103.53), (58.395, 57.12, 57.375))
-STEM = "x,p2o.Conv.?,p2o.Conv.1?,p2o.Conv.2[01]"
-"""The detector's image input and backbone up to its first squeeze-excitation (Conv.0 .. Conv.21)."""
+STEM = "x,p2o.Conv.?,p2o.Conv.1?,p2o.Conv.2[0-3]"
+"""The detector's image input and backbone through its first squeeze-excitation (Conv.0 ..
+Conv.23; Conv.23's result is that block's gate)."""
 
 
 def test_int16_params_are_symmetric():
@@ -118,6 +120,154 @@ def test_graph_input_is_int16_only_when_convolutions_read_it(reader: str, int16:
     assert refused == ([] if int16 else ["quantize: 1 node(s) stay int8: x: 'x' is read by Relu, which the NPU runs in int8"])
 
 
+def _squeeze_excitation(mul_inputs: tuple[str, str], side: int = 12):
+    """x -> Conv "c" -> GlobalAveragePool -> Conv -> HardSigmoid "gate"; Mul of
+    `mul_inputs` (names among c, gate) -> Conv "y": a squeeze-excitation block."""
+    from onnx import helper
+
+    from tests.quant.quantize_helpers import model
+
+    rng = np.random.default_rng(3)
+    nodes = [
+        helper.make_node("Conv", ["x", "w0"], ["c"], name="conv_c", pads=[1, 1, 1, 1]),
+        helper.make_node("GlobalAveragePool", ["c"], ["g"], name="pool"),
+        helper.make_node("Conv", ["g", "w1"], ["s"], name="conv_s"),
+        helper.make_node("HardSigmoid", ["s"], ["gate"], name="conv_gate"),
+        helper.make_node("Mul", list(mul_inputs), ["m"], name="mul"),
+        helper.make_node("Conv", ["m", "w2"], ["y"], name="conv_y"),
+    ]
+    weights = [("w0", rng.standard_normal((8, 3, 3, 3))), ("w1", rng.standard_normal((8, 8, 1, 1))), ("w2", rng.standard_normal((4, 8, 1, 1)))]
+    return model(nodes, [("x", (1, 3, side, side))], [("y", None)], weights)
+
+
+def _convert16(proto, int16_nodes: list[str], method: str = "minmax"):
+    from ember.lowering.onnx_to_quant import convert
+    from ember.passes.calibrate import calibrate
+    from tests.quant.quantize_helpers import samples
+
+    module = import_model(proto)
+    shape = tuple(d.dim_value for d in proto.graph.input[0].type.tensor_type.shape.dim)
+    calibration = calibrate(module, samples({"x": shape}), method)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", QuantizationWarning)
+        convert(module, calibration.ranges, int16_nodes=int16_nodes, observed=calibration.observed)
+    module.verify()
+    return module, calibration, [str(w.message) for w in caught if "stay int8" in str(w.message)]
+
+
+def test_squeeze_excitation_reads_int16_features():
+    """Global average pooling and the product with the gate read the int16 features (the
+    NPU's POOL sum and ELTW mul); the gate and the product stay int8."""
+    module, _, refused = _convert16(_squeeze_excitation(("c", "gate")), ["conv_c"])
+    assert refused == []
+    (pool,) = [op for op in module.walk() if isinstance(op, quant.GlobalAvgPoolOp)]
+    (mul,) = [op for op in module.walk() if isinstance(op, quant.MulOp)]
+    assert quant_type_of(pool.input).storage_dtype == np.int16 and quant_type_of(pool.output).storage_dtype == np.int8
+    assert quant_type_of(mul.lhs).storage_dtype == np.int16
+    assert quant_type_of(mul.rhs).storage_dtype == np.int8 and quant_type_of(mul.output).storage_dtype == np.int8
+
+
+@pytest.mark.parametrize(
+    "mul_inputs, int16_nodes, why",
+    [
+        (("c", "gate"), ["conv_s"], "conv_s: 'gate' is the broadcast operand of Mul, which the NPU reads in int8"),
+        (("c", "c"), ["conv_c"], "conv_c: 'c' is multiplied by itself or a constant, which the NPU does in int8"),
+    ],
+)
+def test_squeeze_excitation_int16_refusals(mul_inputs, int16_nodes, why):
+    _, _, refused = _convert16(_squeeze_excitation(mul_inputs), int16_nodes)
+    assert refused == [f"quantize: 1 node(s) stay int8: {why}"]
+
+
+def test_global_pooling_of_2_16_pixels_stays_int8():
+    """POOL sums in int32: 256 x 256 int16 values could overflow it."""
+    _, _, refused = _convert16(_squeeze_excitation(("c", "gate"), side=256), ["conv_c"])
+    assert refused == ["quantize: 1 node(s) stay int8: conv_c: 'c' is averaged over 65536 pixels; an int16 sum of 2^16 or more can overflow"]
+
+
+def test_product_of_two_int16_tensors_keeps_one_int8():
+    """ELTW multiplies int16 by int8: of two int16 candidates meeting in a Mul, the later stays int8."""
+    from onnx import helper
+
+    from tests.quant.quantize_helpers import model
+
+    w = np.random.default_rng(0).standard_normal((4, 3, 3, 3))
+    nodes = [helper.make_node("Conv", ["x", "w"], ["a"], name="conv_a", pads=[1, 1, 1, 1]),
+             helper.make_node("Conv", ["x", "w"], ["b"], name="conv_b", pads=[1, 1, 1, 1]),
+             helper.make_node("Mul", ["a", "b"], ["y"], name="mul")]  # fmt: skip
+    module, _, refused = _convert16(model(nodes, [("x", (1, 3, 12, 12))], [("y", None)], [("w", w)]), ["conv_*"])
+    assert refused == ["quantize: 1 node(s) stay int8: conv_b: 'b' meets another int16 operand in Mul; the NPU multiplies int16 by int8"]
+    (mul,) = [op for op in module.walk() if isinstance(op, quant.MulOp)]
+    assert [quant_type_of(v).storage_dtype for v in (mul.lhs, mul.rhs)] == [np.int16, np.int8]
+
+
+def test_int16_tensors_take_the_observed_range():
+    """With 65536 levels an int16 tensor is quantized over its observed extremes; int8
+    ones keep the calibrated (clipped) range."""
+    module, calibration, _ = _convert16(_squeeze_excitation(("c", "gate")), ["conv_c"], method="mse")
+    convs = {op.attributes["onnx_node"].data: op for op in module.walk() if isinstance(op, quant.Conv2DOp)}
+    lo, hi = calibration.observed["c"]
+    assert calibration.ranges["c"] != (lo, hi)  # mse's range clips
+    assert quant_type_of(convs["conv_c"].output).scale == float(np.float32(max(-lo, hi) / 32767))
+    y_lo, y_hi = calibration.ranges["y"]
+    assert quant_type_of(convs["conv_y"].output).scale == pytest.approx((y_hi - y_lo) / 255, rel=1e-6)
+
+
+@pytest.mark.parametrize("relu", [False, True])
+def test_accumulator_overflow_warning_bounds_the_int16_input_by_its_producer(relu: bool):
+    """An int16 graph input spans all of int16; a Relu's int16 result is non-negative, so
+    the same weights (288 taps of +127 and 288 of -127) cannot overflow after it."""
+    from onnx import helper
+
+    from tests.quant.quantize_helpers import model
+
+    signs = np.where(np.arange(64 * 9) % 2 == 0, 1.0, -1.0).reshape(1, 64, 3, 3)
+    nodes = [helper.make_node("Conv", ["h" if relu else "x", "w"], ["y"], name="conv_y")]
+    weights = [("w", signs)]
+    if relu:
+        nodes[:0] = [helper.make_node("Conv", ["x", "w0"], ["p"], name="conv_r"), helper.make_node("Relu", ["p"], ["h"], name="relu")]
+        weights.append(("w0", np.eye(64).reshape(64, 64, 1, 1)))
+    proto = model(nodes, [("x", (1, 64, 5, 5))], [("y", None)], weights)
+    from ember.lowering.onnx_to_quant import convert
+    from ember.passes.calibrate import calibrate
+    from tests.quant.quantize_helpers import samples
+
+    module = import_model(proto)
+    calibration = calibrate(module, samples({"x": (1, 64, 5, 5)}))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", QuantizationWarning)
+        convert(module, calibration.ranges, int16_nodes=["conv_r" if relu else "x"], observed=calibration.observed)
+    overflow = [str(w.message) for w in caught if "overflow" in str(w.message)]
+    bound = 288 * 127 * 32767 + 288 * 127 * 32768
+    assert overflow == ([] if relu else [
+        f"quantize: conv_y: an int16 input can overflow the int32 accumulator (bound {bound}); keep its producer int8 if results wrap"
+    ])  # fmt: skip
+
+
+def test_bias_fits_int32_behind_an_int16_input():
+    """A channel with tiny weights and a large bias, behind an int16 input (scale ~1e-4):
+    at the weights' own scale the int32 bias would saturate; its weight scale is raised
+    until the bias fits, and the channel's output stays its bias."""
+    from onnx import helper
+
+    from ember.lowering.onnx_to_quant import convert
+    from ember.passes.calibrate import calibrate
+    from tests.quant.quantize_helpers import model, samples
+
+    w = np.stack([np.ones((3, 1, 1)), np.full((3, 1, 1), 1e-6)])
+    proto = model([helper.make_node("Conv", ["x", "w", "b"], ["y"], name="conv")], [("x", (1, 3, 4, 4))], [("y", None)],
+                  [("w", w), ("b", np.array([0.0, 50.0]))])  # fmt: skip
+    module = import_model(proto)
+    calibration = calibrate(module, samples({"x": (1, 3, 4, 4)}))
+    convert(module, calibration.ranges, int16_nodes=["x"], observed=calibration.observed)
+    (conv,) = [op for op in module.walk() if isinstance(op, quant.Conv2DOp)]
+    bias = numpy_from_dense(conv.bias.owner.value)
+    assert quant_type_of(conv.input).storage_dtype == np.int16 and abs(int(bias[1])) <= 2**30
+    (sample,) = samples({"x": (1, 3, 4, 4)}, 1, seed=5)
+    y = next(iter(MixedRunner(module).run(sample).values()))
+    assert np.allclose(y[0, 1], 50.0, atol=quant_type_of(conv.output).scale)
+
+
 # ---------------------------------------------------------------------- the real detector
 
 
@@ -148,8 +298,12 @@ def test_detector_int16_types_and_refusal(detectors):
     module, _, refused = detectors["int16"]
     convs = {op.attributes["onnx_node"].data.split(",")[0]: op for op in module.walk() if isinstance(op, quant.Conv2DOp)}
     wide = sorted(int(n.split(".")[-1]) for n, op in convs.items() if quant_type_of(op.output).storage_dtype == np.int16)
-    assert wide == list(range(21))  # Conv.21's result feeds a squeeze-excitation Mul
-    assert refused == ["quantize: 1 node(s) stay int8: p2o.Conv.21: 'p2o.Add.151' is read by Mul, which the NPU runs in int8"]
+    assert wide == list(range(23))  # Conv.23's result is the gate: ELTW reads its broadcast operand in int8
+    assert refused == ["quantize: 1 node(s) stay int8: p2o.Conv.23: 'hardsigmoid_4.tmp_0' is the broadcast operand of Mul, which the NPU reads in int8"]
+    # the squeeze-excitation block reads Conv.21's int16 features in its pooling and product
+    features = convs["p2o.Conv.21"].output
+    readers = {type(use.operation) for use in features.uses}
+    assert readers == {quant.GlobalAvgPoolOp, quant.MulOp}
     image = convs["p2o.Conv.0"].input
     assert isinstance(image.owner, quant.QuantizeOp) and quant_type_of(image).storage_dtype == np.int16
     assert quant_type_of(image).zero_point == 0

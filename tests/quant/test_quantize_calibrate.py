@@ -13,7 +13,7 @@ from xdsl.context import Context
 from ember.frontend.onnx_import import import_model
 from ember.frontend.samples import InputSpec, Normalization, load_samples
 from ember.lowering.onnx_to_quant import convert
-from ember.passes.calibrate import CalibratePass, calibrate, load_quant_info, recorded_ranges
+from ember.passes.calibrate import CalibratePass, calibrate, load_quant_info, recorded_observed, recorded_ranges
 from ember.support.diagnostics import EmberError
 from tests.quant.quantize_helpers import model, samples
 
@@ -39,7 +39,29 @@ def test_npy_folder_records_ranges_on_the_module_and_json(tmp_path) -> None:
     assert set(ranges) == {"x", "y"} and ranges["y"][0] == 0.0 and ranges["x"][0] < 0 < ranges["x"][1]
     info = json.loads(output.read_text())
     assert info["method"] == "minmax" and info["samples"] == ["s0.npy", "s1.npy", "s2.npy"]
-    assert load_quant_info(output) == {k: tuple(v) for k, v in ranges.items()}
+    loaded = load_quant_info(output)
+    assert loaded.ranges == {k: tuple(v) for k, v in ranges.items()} and loaded.observed == recorded_observed(module)
+    assert loaded.method == "minmax" and loaded.samples == info["samples"]
+
+
+def test_quantize_from_quant_info_json_equals_quantize_from_the_module(tmp_path) -> None:
+    """`quantize{quant_info=...}` reads ranges and observed extremes from the JSON: the
+    int16 input's scale (observed) and the int8 result's (calibrated) match the module's."""
+    from ember.dialects import quant
+    from ember.dialects.quant import quant_type_of
+    from ember.passes.quantize import QuantizePass
+
+    w = np.random.default_rng(0).standard_normal((4, 3, 3, 3))
+    proto = model([helper.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1])], [("x", [1, 3, 8, 8])], [("y", None)], [("w", w)])
+    output = tmp_path / "m_quant_info.json"
+    types = []
+    for source in ("module", "json"):
+        module = import_model(proto)
+        CalibratePass(data=str(write_npy(tmp_path / "npy")), method="mse", output=str(output)).apply(Context(), module)
+        QuantizePass(int16_nodes="x", quant_info=str(output) if source == "json" else "").apply(Context(), module)
+        (conv,) = [op for op in module.walk() if isinstance(op, quant.Conv2DOp)]
+        types.append((quant_type_of(conv.input), quant_type_of(conv.output)))
+    assert types[0] == types[1] and types[0][0].storage_dtype == np.int16
 
 
 def test_npz_and_stacked_samples(tmp_path) -> None:

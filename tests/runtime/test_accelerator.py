@@ -5,6 +5,7 @@ float on photographs not used for calibration."""
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 
 import numpy as np
@@ -106,6 +107,10 @@ def test_int16_input_frames_equal_floats_and_reference(int16_builds: tuple[Path,
         assert np.array_equal(frames.run({"x": frame})[OUTPUT], floats.run({"x": x})[OUTPUT])
         got, expected = frames.run_npu({"x": frame}), reference.run_npu({"x": frame})
         assert all(np.array_equal(got[name], expected[name]) for name in got)
+    # the similarity table names the input's type and the range it was quantized over
+    with open(next(int16_builds[0].glob("*_node_info.csv"))) as handle:
+        (row,) = [r for r in csv.DictReader(handle) if r["output"] == "x"]
+    assert row["dtype"] == "int16" and float(row["range_max"]) == pytest.approx(float_desc["scale"] * 32767, rel=1e-5)
 
 
 @pytest.mark.parametrize("fmt", ["nv12"])

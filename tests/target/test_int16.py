@@ -1,6 +1,7 @@
-"""ISA versions 2 and 3: int16 activations (CONV `in_i16`, POST `out_i16` and its
-interpolated int16 table, PREPROC `out_i16`) against plain numpy int64 arithmetic, the
-loader's checks of the new fields, their memory footprints and the cycle model."""
+"""ISA versions 2 to 4: int16 activations (CONV `in_i16`, POST `out_i16` and its
+interpolated int16 table, PREPROC `out_i16`, ELTW mul's `a_i16`, POOL sum's `in_i16`)
+against plain numpy int64 arithmetic and the quant reference, the loader's checks of the
+new fields, their memory footprints and the cycle model."""
 
 from __future__ import annotations
 
@@ -9,12 +10,13 @@ import struct
 import numpy as np
 import pytest
 
+from ember.interpreters.quant_reference import mul as quant_mul
 from ember.support.diagnostics import EmberError
 from ember.target import ebin, isa, kernels
 from ember.target.arch import load_arch
 from ember.target.cost import cycles
 from ember.target.ebin import Ebin
-from ember.target.isa import Buffer, ChannelOrder, Opcode, PixelFormat
+from ember.target.isa import Buffer, ChannelOrder, EltwMode, Opcode, PixelFormat, PoolMode
 from ember.target.program import Access, accesses
 from ember.target.requant import quantize_multiplier, requantize
 from ember.target.simulator import Simulator
@@ -268,6 +270,19 @@ def preproc16(**fields):
     return isa.make(Opcode.PREPROC, **{**base, **fields})
 
 
+def eltw16(**fields):
+    """A mul of 4 x 8 int16 values at inp 64 by 8 int8 gates at inp 0, into inp 512."""
+    base = dict(a=64, b=0, out=512, count=4, channels=8, mult_out=1 << 30, shift_out=40, act_min=-128, act_max=127,
+                mode=EltwMode.MUL, broadcast_b=1, a_i16=1)  # fmt: skip
+    return isa.make(Opcode.ELTW, **{**base, **fields})
+
+
+def pool16(**fields):
+    """The sum of a 4 x 4 x 8 int16 tile at inp 0 into acc 0."""
+    base = dict(inp=0, out=0, ih=4, iw=4, channels=8, kh=4, kw=4, sh=1, sw=1, act_min=-128, act_max=127, mode=PoolMode.SUM, in_i16=1)
+    return isa.make(Opcode.POOL, **{**base, **fields})
+
+
 def simulator(program: list[isa.Instruction]) -> Simulator:
     """The program (tokens as given) followed by END, with 1 KiB of DRAM."""
     program = [*program, isa.make(Opcode.END)]
@@ -300,6 +315,15 @@ def simulator(program: list[isa.Instruction]) -> Simulator:
         (preproc16(out=1001), "out = 1001 is odd; int16 data needs an even byte address"),
         (preproc16(lut=3), "lut = 3 is odd; int16 data needs an even byte address"),
         (preproc16(out_i16=2), "out_i16 = 2 is not 0 or 1"),
+        (eltw16(mode=EltwMode.ADD, shift_a=1, shift_b=1), "a_i16 = 1 with mode add; only mul reads int16"),
+        (eltw16(zp_a=3), "zp_a = 3 with a_i16 = 1; int16 inputs are symmetric (zp_a must be 0)"),
+        (eltw16(a=101), "a = 101 is odd; int16 data needs an even byte address"),
+        (eltw16(a_i16=2), "a_i16 = 2 is not 0 or 1"),
+        (pool16(mode=PoolMode.MAX, multiplier=1 << 30, shift=30), "in_i16 = 1 with mode max; only sum reads int16"),
+        (pool16(mode=PoolMode.AVG, multiplier=1 << 30, shift=30), "in_i16 = 1 with mode avg; only sum reads int16"),
+        (pool16(zp_in=-1), "zp_in = -1 with in_i16 = 1; int16 inputs are symmetric (zp_in must be 0)"),
+        (pool16(inp=33), "inp = 33 is odd; int16 data needs an even byte address"),
+        (pool16(in_i16=2), "in_i16 = 2 is not 0 or 1"),
     ],
 )
 def test_loader_refuses_invalid_int16_instructions(insn, message):
@@ -319,6 +343,10 @@ def test_valid_combinations_load():
         post16(use_lut=0, lut=33),  # an unused table address is not checked
         preproc16(),
         preproc16(out_i16=0, out=1001, lut=3),
+        eltw16(),
+        eltw16(a_i16=0, a=101, zp_a=3),
+        pool16(),
+        pool16(in_i16=0, inp=33, zp_in=-1),
     ):
         simulator([insn])
 
@@ -344,6 +372,13 @@ def test_int16_footprints():
     assert found[1:] == [
         Access(Buffer.INP, 1000, 1000 + 2 * 24, True), Access(Buffer.INP, 0, 8, False), Access(Buffer.INP, 100, 104, False),
     ]  # fmt: skip
+    # ELTW's int16 `a` and POOL's int16 tile: 2 bytes per element; b, the result and the sums as before
+    assert accesses(eltw16()) == [
+        Access(Buffer.INP, 64, 64 + 2 * 32, False), Access(Buffer.INP, 0, 8, False), Access(Buffer.INP, 512, 512 + 32, True),
+    ]  # fmt: skip
+    assert accesses(eltw16(a_i16=0))[0] == Access(Buffer.INP, 64, 64 + 32, False)
+    assert accesses(pool16()) == [Access(Buffer.INP, 0, 2 * 128, False), Access(Buffer.ACC, 0, 8, True)]
+    assert accesses(pool16(in_i16=0))[0] == Access(Buffer.INP, 0, 128, False)
 
 
 @pytest.mark.parametrize(
@@ -354,6 +389,8 @@ def test_int16_footprints():
         (conv16(inp=262144 - 254), "out-of-range read of inp [261890, 262146) (size 262144)"),
         (preproc16(out=262144 - 46), "out-of-range write of inp [262098, 262146) (size 262144)"),
         (preproc16(lut=4096 - 1534), "out-of-range read of lut [2562, 4098) (size 4096)"),
+        (eltw16(a=262144 - 62), "out-of-range read of inp [262082, 262146) (size 262144)"),
+        (pool16(inp=262144 - 254), "out-of-range read of inp [261890, 262146) (size 262144)"),
     ],
 )
 def test_int16_bounds(insn, message):
@@ -401,6 +438,12 @@ def test_int16_preproc_costs_the_same_cycles():
     assert cycles(preproc16(height=20, width=30), ARCH) == ARCH.compute_setup_cycles + -(-20 * 30 * 3 // ARCH.vector_lanes)
 
 
+def test_int16_eltw_and_pool_cost_the_same_cycles():
+    """Vector instructions cost by element count: an int16 operand takes no extra cycle."""
+    assert cycles(eltw16(count=100), ARCH) == cycles(eltw16(count=100, a_i16=0), ARCH) == ARCH.compute_setup_cycles + -(-800 // ARCH.vector_lanes)
+    assert cycles(pool16(), ARCH) == cycles(pool16(in_i16=0), ARCH) == ARCH.compute_setup_cycles + -(-128 // ARCH.vector_lanes)
+
+
 def test_version_2_record_layout():
     post = isa.FORMATS[Opcode.POST]
     layout = {f.name: (f.offset, f.type) for f in post.fields}
@@ -425,14 +468,74 @@ def test_version_3_record_layout():
     assert raw[24:28] == bytes([2, 1, 1, 0])
 
 
-@pytest.mark.parametrize("old", [1, 2])
+def test_version_4_record_layout():
+    """ISA version 4 appends ELTW's `a_i16` and POOL's `in_i16` (byte 44); the other fields stay put."""
+    eltw, pool = isa.FORMATS[Opcode.ELTW], isa.FORMATS[Opcode.POOL]
+    assert [(f.name, f.offset, f.type) for f in eltw.fields[-3:]] == [("mode", 42, "u1"), ("broadcast_b", 43, "u1"), ("a_i16", 44, "u1")]
+    assert [(f.name, f.offset, f.type) for f in pool.fields[-3:]] == [("use_lut", 42, "u1"), ("accumulate", 43, "u1"), ("in_i16", 44, "u1")]
+    raw = isa.encode([eltw16(), pool16(accumulate=1)])
+    assert raw[40:45] == bytes([0x80, 0x7F, 1, 1, 1]) and raw[64 + 41 : 64 + 45] == bytes([2, 0, 1, 1])
+
+
+@pytest.mark.parametrize("old", [1, 2, 3])
 def test_the_loader_refuses_older_isa_versions(tile_program, old):
     prog = tile_program()
     prog.load(Buffer.INP, 0, np.zeros(16, dtype=np.int8))
     data = bytearray(ebin.to_bytes(prog.ebin(Buffer.INP, 0, (16,))))
-    assert isa.ISA_VERSION == 3 and struct.unpack_from("<H", data, 12) == (3,)
+    assert isa.ISA_VERSION == 4 and struct.unpack_from("<H", data, 12) == (4,)
     struct.pack_into("<H", data, 12, old)
     with pytest.raises(EmberError) as err:
         ebin.parse(bytes(data), "old.ebin")
-    assert str(err.value) == f"old.ebin: ISA version {old}, this tool runs ISA version 3; recompile the model"
+    assert str(err.value) == f"old.ebin: ISA version {old}, this tool runs ISA version 4; recompile the model"
+
+
+# ------------------------------------------------------------ ELTW mul and POOL sum of int16 tiles
+
+
+def int16_values(rng, shape) -> np.ndarray:
+    """Random int16 values with both extremes present."""
+    x = rng.integers(INT16.min, INT16.max + 1, shape).astype(np.int16)
+    x.flat[:2] = INT16.min, INT16.max
+    return x
+
+
+@pytest.mark.parametrize("broadcast", [True, False], ids=["broadcast gate", "full b"])
+@pytest.mark.parametrize("real", [2e-5, 3e-4], ids=["small multiplier", "saturating"])
+def test_eltw_mul_of_an_int16_operand_matches_the_reference(tile_program, broadcast, real):
+    """ELTW mul with `a_i16` on the simulator equals `quant.mul`'s reference on the same
+    integers: requantize(a * (b - zp_b)) into the int8 result."""
+    rng = np.random.default_rng(int(real * 1e6) + broadcast)
+    n, c = 24, 10
+    a = int16_values(rng, (n, c))
+    b = rng.integers(-128, 128, (1 if broadcast else n, c)).astype(np.int8)
+    (m,), (s,) = quantize_multiplier(np.array([real]))
+    prog = tile_program()
+    prog.load(Buffer.INP, 0, b)
+    prog.load(Buffer.INP, 1024, a.view(np.int8))
+    prog.op(Opcode.ELTW, a=1024, b=0, out=4096, count=n, channels=c, mult_out=int(m), shift_out=int(s), zp_b=-7, zp_out=3,
+            act_min=-120, act_max=127, mode=EltwMode.MUL, broadcast_b=int(broadcast), a_i16=1)  # fmt: skip
+    got = prog.run(Buffer.INP, 4096, (1, n, c))[0]
+    expected = quant_mul(a, 0, b, -7, int(m), int(s), 3, -120, 127)
+    assert got.dtype == np.int8 and np.array_equal(got, expected)
+    assert len(np.unique(expected)) > 20
+
+
+@pytest.mark.parametrize("window", ["global", "2x2 stride 2"])
+def test_pool_sum_of_int16_tiles_accumulates_exactly(tile_program, window):
+    """POOL sum with `in_i16` over two tiles (the second accumulating): the int64 sums of the
+    int16 values, which no int8 tile could reach."""
+    rng = np.random.default_rng(5)
+    h, w, c = 6, 8, 5
+    x1, x2 = int16_values(rng, (h, w, c)), int16_values(rng, (h, w, c))
+    k, stride = ((h, w), (1, 1)) if window == "global" else ((2, 2), (2, 2))
+    prog = tile_program()
+    prog.load(Buffer.INP, 0, x1.view(np.int8))
+    prog.load(Buffer.INP, 2048, x2.view(np.int8))
+    for t, inp in enumerate((0, 2048)):
+        prog.op(Opcode.POOL, inp=inp, out=0, ih=h, iw=w, channels=c, kh=k[0], kw=k[1], sh=stride[0], sw=stride[1],
+                act_min=-128, act_max=127, mode=PoolMode.SUM, accumulate=t, in_i16=1)  # fmt: skip
+    oh, ow = (h - k[0]) // stride[0] + 1, (w - k[1]) // stride[1] + 1
+    got = prog.run(Buffer.ACC, 0, (oh, ow, c))
+    total = (x1.astype(np.int64) + x2).reshape(oh, k[0], ow, k[1], c).sum(axis=(1, 3))
+    assert np.array_equal(got, total) and np.abs(total).max() > 2**16
 

@@ -131,7 +131,7 @@ def test_objdump_then_as_gives_identical_bytes(model_files, tmp_path, capsys):
     model, _, _ = model_files
     assert ember_objdump.main([str(model)]) == 0
     listing = capsys.readouterr().out
-    assert listing.startswith(f"// {model}: Ember binary format 1.0, ISA 3, arch ember16 (hash ")
+    assert listing.startswith(f"// {model}: Ember binary format 1.0, ISA {isa.ISA_VERSION}, arch ember16 (hash ")
     assert "//   ARCH" not in listing and "// CODE " in listing
     assert '   3: npu.conv inp = 0 wgt = 0 acc = 0 ih = 4 iw = 4 ic = 3 oc = 4 groups = 1 kh = 1 kw = 1 sh = 1 sw = 1' \
            ' dh = 1 dw = 1 in_zp = 0 accumulate = 0 in_i16 = 0 pop_prev push_next {node = "conv1", origin = "quant.conv2d"}' in listing.splitlines()

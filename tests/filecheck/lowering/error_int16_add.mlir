@@ -1,6 +1,7 @@
 // RUN: not ember-opt %s -p 'lower-quant-to-npu{arch=ember16}' 2>&1 | filecheck %s
-// Only convolutions read and write int16 tensors on the NPU; an int16 add is refused with
-// one line naming the node (the quantizer never makes one: it keeps such results int8).
+// Convolutions, global average pooling and one operand of a product read int16 tensors on
+// the NPU, only convolutions write them; an int16 add is refused with one line naming the
+// node (the quantizer never makes one: it keeps such results int8).
 
 builtin.module {
   func.func @main(%x: tensor<1x4x2x2x!quant.uniform<i8:f32, 0.1>> {onnx.name = "x"}) -> tensor<1x4x2x2x!quant.uniform<i8:f32, 0.2>> attributes {onnx.output_names = ["y"]} {
@@ -11,4 +12,4 @@ builtin.module {
   }
 }
 
-// CHECK: ember-opt: error: add1: quant.add on int16 tensors; the NPU computes only convolutions in int16, keep this layer's neighbours int8 (model script precision)
+// CHECK: ember-opt: error: add1: quant.add on int16 tensors; the NPU reads int16 only in convolutions, global average pooling and one full-shaped operand of a product, and writes it only from convolutions; keep this layer's neighbours int8 (model script precision)

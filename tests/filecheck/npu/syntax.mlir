@@ -11,7 +11,7 @@ builtin.module {
   npu.conv inp = 0 wgt = 0 acc = 0 ih = 9 iw = 66 ic = 32 oc = 16 groups = 1 kh = 3 kw = 3 sh = 1 sw = 1 dh = 1 dw = 1 in_zp = -3 accumulate = 0 in_i16 = 0 pop_prev push_next {node = "conv1"}
   npu.post acc = 0 par = 0 out = 65536 lut = 0 count = 448 channels = 16 act_min = -128 act_max = 127 zp_out = -128 use_lut = 0 out_i16 = 0 pop_prev {node = "conv1"}
   npu.store dram = 70144 sram = 65536 stride0 = 1024 stride1 = 16 stride2 = 1 size0 = 7 size1 = 64 size2 = 16 buf = inp {node = "conv1"}
-  npu.pool inp = 0 out = 0 lut = 0 multiplier = 0 ih = 1 iw = 1 channels = 1 kh = 1 kw = 1 sh = 1 sw = 1 pad_top = 0 pad_bottom = 0 pad_left = 0 pad_right = 0 shift = 0 zp_in = 0 zp_out = 0 act_min = 0 act_max = 0 mode = sum use_lut = 0 accumulate = 1
+  npu.pool inp = 0 out = 0 lut = 0 multiplier = 0 ih = 1 iw = 1 channels = 1 kh = 1 kw = 1 sh = 1 sw = 1 pad_top = 0 pad_bottom = 0 pad_left = 0 pad_right = 0 shift = 0 zp_in = 0 zp_out = 0 act_min = 0 act_max = 0 mode = sum use_lut = 0 accumulate = 1 in_i16 = 0
   npu.sync engine = store
   npu.end
 }
@@ -21,6 +21,6 @@ builtin.module {
 // CHECK-NEXT: npu.conv inp = 0 wgt = 0 acc = 0 ih = 9 iw = 66 ic = 32 oc = 16 groups = 1 kh = 3 kw = 3 sh = 1 sw = 1 dh = 1 dw = 1 in_zp = -3 accumulate = 0 in_i16 = 0 pop_prev push_next {node = "conv1"}
 // CHECK-NEXT: npu.post {{.*}} use_lut = 0 out_i16 = 0 pop_prev {node = "conv1"}
 // CHECK-NEXT: npu.store {{.*}} buf = inp {node = "conv1"}
-// CHECK-NEXT: npu.pool {{.*}} mode = sum use_lut = 0 accumulate = 1
+// CHECK-NEXT: npu.pool {{.*}} mode = sum use_lut = 0 accumulate = 1 in_i16 = 0
 // CHECK-NEXT: npu.sync engine = store
 // CHECK-NEXT: npu.end
