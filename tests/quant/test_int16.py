@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 import pytest
+from onnx import helper
 from xdsl.context import Context
 from xdsl.dialects.builtin import IntegerType, TensorType
 from xdsl.utils.exceptions import VerifyException
@@ -17,8 +18,8 @@ from xdsl.utils.exceptions import VerifyException
 from ember.dialects import quant
 from ember.dialects import quant_params as qp
 from ember.dialects import quant_tables as qt
-from ember.dialects.onnx import value_name
 from ember.dialects.dense import numpy_from_dense
+from ember.dialects.onnx import value_name
 from ember.dialects.quant import UniformQuantizedType, quant_type_of
 from ember.frontend.onnx_export import export_model
 from ember.frontend.onnx_import import import_model, load_onnx
@@ -27,12 +28,13 @@ from ember.frontend.samples import Normalization, load_samples
 from ember.interpreters.accuracy_report import cosine
 from ember.interpreters.mixed_runner import MixedRunner
 from ember.interpreters.quant_reference import dequantize
-from ember.lowering.onnx_to_quant import QuantizationWarning
-from ember.passes.calibrate import CalibratePass, input_specs
+from ember.lowering.onnx_to_quant import QuantizationWarning, convert
+from ember.passes.calibrate import CalibratePass, calibrate, input_specs
 from ember.passes.fold_batchnorm import FoldBatchNormPass
 from ember.passes.onnx_constant_fold import OnnxConstantFoldPass
 from ember.passes.onnx_shape_inference import OnnxShapeInferencePass
 from ember.passes.quantize import QuantizePass
+from tests.quant.quantize_helpers import model, samples
 
 SHARED = Path(__file__).resolve().parents[2].parent / "shared"
 IMAGENET = ((123.675, 116.28, 103.53), (58.395, 57.12, 57.375))
@@ -99,12 +101,6 @@ def test_verifier_states_the_int16_rules():
 
 @pytest.mark.parametrize("reader, int16", [("Conv", True), ("Relu", False)])
 def test_graph_input_is_int16_only_when_convolutions_read_it(reader: str, int16: bool):
-    from onnx import helper
-
-    from ember.lowering.onnx_to_quant import convert
-    from ember.passes.calibrate import calibrate
-    from tests.quant.quantize_helpers import model, samples
-
     w = np.random.default_rng(0).standard_normal((4, 3, 3, 3))
     nodes = [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1])]
     nodes.append(helper.make_node("Conv", ["x", "w"], ["d"], pads=[1, 1, 1, 1]) if reader == "Conv" else helper.make_node("Relu", ["x"], ["d"]))
@@ -123,10 +119,6 @@ def test_graph_input_is_int16_only_when_convolutions_read_it(reader: str, int16:
 def _squeeze_excitation(mul_inputs: tuple[str, str], side: int = 12):
     """x -> Conv "c" -> GlobalAveragePool -> Conv -> HardSigmoid "gate"; Mul of
     `mul_inputs` (names among c, gate) -> Conv "y": a squeeze-excitation block."""
-    from onnx import helper
-
-    from tests.quant.quantize_helpers import model
-
     rng = np.random.default_rng(3)
     nodes = [
         helper.make_node("Conv", ["x", "w0"], ["c"], name="conv_c", pads=[1, 1, 1, 1]),
@@ -141,10 +133,8 @@ def _squeeze_excitation(mul_inputs: tuple[str, str], side: int = 12):
 
 
 def _convert16(proto, int16_nodes: list[str], method: str = "minmax"):
-    from ember.lowering.onnx_to_quant import convert
-    from ember.passes.calibrate import calibrate
-    from tests.quant.quantize_helpers import samples
-
+    """Calibrate `proto` on random samples and quantize it with `int16_nodes`: the module,
+    the calibration and the quantizer's warnings."""
     module = import_model(proto)
     shape = tuple(d.dim_value for d in proto.graph.input[0].type.tensor_type.shape.dim)
     calibration = calibrate(module, samples({"x": shape}), method)
@@ -152,14 +142,18 @@ def _convert16(proto, int16_nodes: list[str], method: str = "minmax"):
         warnings.simplefilter("always", QuantizationWarning)
         convert(module, calibration.ranges, int16_nodes=int16_nodes, observed=calibration.observed)
     module.verify()
-    return module, calibration, [str(w.message) for w in caught if "stay int8" in str(w.message)]
+    return module, calibration, [str(w.message) for w in caught]
+
+
+def _refusals(messages: list[str]) -> list[str]:
+    return [m for m in messages if "stay int8" in m]
 
 
 def test_squeeze_excitation_reads_int16_features():
     """Global average pooling and the product with the gate read the int16 features (the
     NPU's POOL sum and ELTW mul); the gate and the product stay int8."""
-    module, _, refused = _convert16(_squeeze_excitation(("c", "gate")), ["conv_c"])
-    assert refused == []
+    module, _, messages = _convert16(_squeeze_excitation(("c", "gate")), ["conv_c"])
+    assert _refusals(messages) == []
     (pool,) = [op for op in module.walk() if isinstance(op, quant.GlobalAvgPoolOp)]
     (mul,) = [op for op in module.walk() if isinstance(op, quant.MulOp)]
     assert quant_type_of(pool.input).storage_dtype == np.int16 and quant_type_of(pool.output).storage_dtype == np.int8
@@ -175,28 +169,24 @@ def test_squeeze_excitation_reads_int16_features():
     ],
 )
 def test_squeeze_excitation_int16_refusals(mul_inputs, int16_nodes, why):
-    _, _, refused = _convert16(_squeeze_excitation(mul_inputs), int16_nodes)
-    assert refused == [f"quantize: 1 node(s) stay int8: {why}"]
+    _, _, messages = _convert16(_squeeze_excitation(mul_inputs), int16_nodes)
+    assert _refusals(messages) == [f"quantize: 1 node(s) stay int8: {why}"]
 
 
 def test_global_pooling_of_2_16_pixels_stays_int8():
     """POOL sums in int32: 256 x 256 int16 values could overflow it."""
-    _, _, refused = _convert16(_squeeze_excitation(("c", "gate"), side=256), ["conv_c"])
-    assert refused == ["quantize: 1 node(s) stay int8: conv_c: 'c' is averaged over 65536 pixels; an int16 sum of 2^16 or more can overflow"]
+    _, _, messages = _convert16(_squeeze_excitation(("c", "gate"), side=256), ["conv_c"])
+    assert _refusals(messages) == ["quantize: 1 node(s) stay int8: conv_c: 'c' is averaged over 65536 pixels; an int16 sum of 2^16 or more can overflow"]
 
 
 def test_product_of_two_int16_tensors_keeps_one_int8():
     """ELTW multiplies int16 by int8: of two int16 candidates meeting in a Mul, the later stays int8."""
-    from onnx import helper
-
-    from tests.quant.quantize_helpers import model
-
     w = np.random.default_rng(0).standard_normal((4, 3, 3, 3))
     nodes = [helper.make_node("Conv", ["x", "w"], ["a"], name="conv_a", pads=[1, 1, 1, 1]),
              helper.make_node("Conv", ["x", "w"], ["b"], name="conv_b", pads=[1, 1, 1, 1]),
              helper.make_node("Mul", ["a", "b"], ["y"], name="mul")]  # fmt: skip
-    module, _, refused = _convert16(model(nodes, [("x", (1, 3, 12, 12))], [("y", None)], [("w", w)]), ["conv_*"])
-    assert refused == ["quantize: 1 node(s) stay int8: conv_b: 'b' meets another int16 operand in Mul; the NPU multiplies int16 by int8"]
+    module, _, messages = _convert16(model(nodes, [("x", (1, 3, 12, 12))], [("y", None)], [("w", w)]), ["conv_*"])
+    assert _refusals(messages) == ["quantize: 1 node(s) stay int8: conv_b: 'b' meets another int16 operand in Mul; the NPU multiplies int16 by int8"]
     (mul,) = [op for op in module.walk() if isinstance(op, quant.MulOp)]
     assert [quant_type_of(v).storage_dtype for v in (mul.lhs, mul.rhs)] == [np.int16, np.int8]
 
@@ -217,27 +207,14 @@ def test_int16_tensors_take_the_observed_range():
 def test_accumulator_overflow_warning_bounds_the_int16_input_by_its_producer(relu: bool):
     """An int16 graph input spans all of int16; a Relu's int16 result is non-negative, so
     the same weights (288 taps of +127 and 288 of -127) cannot overflow after it."""
-    from onnx import helper
-
-    from tests.quant.quantize_helpers import model
-
     signs = np.where(np.arange(64 * 9) % 2 == 0, 1.0, -1.0).reshape(1, 64, 3, 3)
     nodes = [helper.make_node("Conv", ["h" if relu else "x", "w"], ["y"], name="conv_y")]
     weights = [("w", signs)]
     if relu:
         nodes[:0] = [helper.make_node("Conv", ["x", "w0"], ["p"], name="conv_r"), helper.make_node("Relu", ["p"], ["h"], name="relu")]
         weights.append(("w0", np.eye(64).reshape(64, 64, 1, 1)))
-    proto = model(nodes, [("x", (1, 64, 5, 5))], [("y", None)], weights)
-    from ember.lowering.onnx_to_quant import convert
-    from ember.passes.calibrate import calibrate
-    from tests.quant.quantize_helpers import samples
-
-    module = import_model(proto)
-    calibration = calibrate(module, samples({"x": (1, 64, 5, 5)}))
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", QuantizationWarning)
-        convert(module, calibration.ranges, int16_nodes=["conv_r" if relu else "x"], observed=calibration.observed)
-    overflow = [str(w.message) for w in caught if "overflow" in str(w.message)]
+    _, _, messages = _convert16(model(nodes, [("x", (1, 64, 5, 5))], [("y", None)], weights), ["conv_r" if relu else "x"])
+    overflow = [m for m in messages if "overflow" in m]
     bound = 288 * 127 * 32767 + 288 * 127 * 32768
     assert overflow == ([] if relu else [
         f"quantize: conv_y: an int16 input can overflow the int32 accumulator (bound {bound}); keep its producer int8 if results wrap"
@@ -248,18 +225,10 @@ def test_bias_fits_int32_behind_an_int16_input():
     """A channel with tiny weights and a large bias, behind an int16 input (scale ~1e-4):
     at the weights' own scale the int32 bias would saturate; its weight scale is raised
     until the bias fits, and the channel's output stays its bias."""
-    from onnx import helper
-
-    from ember.lowering.onnx_to_quant import convert
-    from ember.passes.calibrate import calibrate
-    from tests.quant.quantize_helpers import model, samples
-
     w = np.stack([np.ones((3, 1, 1)), np.full((3, 1, 1), 1e-6)])
     proto = model([helper.make_node("Conv", ["x", "w", "b"], ["y"], name="conv")], [("x", (1, 3, 4, 4))], [("y", None)],
                   [("w", w), ("b", np.array([0.0, 50.0]))])  # fmt: skip
-    module = import_model(proto)
-    calibration = calibrate(module, samples({"x": (1, 3, 4, 4)}))
-    convert(module, calibration.ranges, int16_nodes=["x"], observed=calibration.observed)
+    module, _, _ = _convert16(proto, ["x"])
     (conv,) = [op for op in module.walk() if isinstance(op, quant.Conv2DOp)]
     bias = numpy_from_dense(conv.bias.owner.value)
     assert quant_type_of(conv.input).storage_dtype == np.int16 and abs(int(bias[1])) <= 2**30
